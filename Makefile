@@ -1,0 +1,25 @@
+# kubewasm developer entry points. `make dev` and `make test` are the two set-up
+# commands in README.md; both install what they need first.
+
+CARGO ?= cargo
+DEV_DIR ?= $(CURDIR)/target/dev-cluster
+
+.PHONY: dev test prerequisites assets lint
+
+## Bring up a local control plane (etcd + kube-apiserver) and keep it in the foreground.
+dev: prerequisites assets
+	$(CARGO) run --release -p kubewasm -- cluster up --dir $(DEV_DIR)
+
+## Run every test: unit tests and integration tests against a real control plane.
+test: prerequisites assets
+	$(CARGO) test --workspace --no-fail-fast
+
+prerequisites:
+	scripts/prerequisites.sh
+
+assets:
+	scripts/assets.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,8 @@
+//! kubewasm: a Kubernetes controller host whose reconcilers are sandboxed WebAssembly
+//! components.
+//!
+//! The host does what every controller needs natively, on kube-runtime; each plugin's
+//! `apply` and `cleanup` run in a wasmtime sandbox behind the WIT contract in `wit/`.
+
+pub mod cluster;
+pub mod paths;
