@@ -5,4 +5,8 @@
 //! `apply` and `cleanup` run in a wasmtime sandbox behind the WIT contract in `wit/`.
 
 pub mod cluster;
+pub mod memory_host;
 pub mod paths;
+pub mod reconciler;
+pub mod sandbox;
+pub mod selector;

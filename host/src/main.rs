@@ -1,11 +1,12 @@
 //! The `kubewasm` command line.
 
+mod commands;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use kubewasm::cluster::ControlPlane;
+use clap::{Args, Parser, Subcommand};
+use kubewasm::sandbox::{Allocator, EngineConfig, SandboxConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "kubewasm", version, about)]
@@ -21,6 +22,18 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Validate a plugin component against the contract and print its description.
+    ///
+    /// Exit status: 0 valid; 2 unreadable; 3 not WebAssembly; 4 a core module, not a
+    /// component; 5 malformed or truncated; 6 another world or missing exports; 7 an
+    /// unsupported contract version; 8 wrong export types or unknown imports;
+    /// 9 describe() failed or returned an invalid description.
+    Check {
+        /// The component (`NAME.wasm`).
+        file: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,18 +46,55 @@ enum ClusterCommand {
     },
 }
 
+/// Settings of the WebAssembly sandbox.
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// Instance allocator: `pooling` (fastest instantiation) or `on-demand`.
+    #[arg(long, value_enum, default_value_t = Allocator::Pooling, env = "KUBEWASM_ALLOCATOR")]
+    allocator: Allocator,
+    /// Directory for precompiled components (default ~/.cache/kubewasm/compiled).
+    #[arg(long, env = "KUBEWASM_COMPILE_CACHE")]
+    compile_cache: Option<PathBuf>,
+    /// Do not cache precompiled components on disk.
+    #[arg(long, conflicts_with = "compile_cache")]
+    no_compile_cache: bool,
+}
+
+impl SandboxArgs {
+    fn config(&self) -> SandboxConfig {
+        SandboxConfig {
+            engine: EngineConfig {
+                allocator: self.allocator,
+                ..EngineConfig::default()
+            },
+            cache_dir: if self.no_compile_cache {
+                None
+            } else {
+                Some(
+                    self.compile_cache
+                        .clone()
+                        .unwrap_or_else(SandboxConfig::default_cache_dir),
+                )
+            },
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
     let result = match Cli::parse().command {
         Command::Cluster {
             command: ClusterCommand::Up { dir },
-        } => cluster_up(dir).await,
+        } => commands::cluster::up(&dir)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Check { file, sandbox } => commands::check::run(&file, sandbox.config()).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
-            // The chain of causes on one line each; no backtrace, this is for users.
+            // The chain of causes, one per line; no backtrace, this is for users.
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
@@ -54,23 +104,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn cluster_up(dir: PathBuf) -> anyhow::Result<()> {
-    let control_plane = ControlPlane::start(&dir)
-        .await
-        .context("starting the local control plane")?;
-    println!("{}", control_plane.kubeconfig().display());
-    tracing::info!(
-        server = control_plane.server(),
-        kubeconfig = %control_plane.kubeconfig().display(),
-        "control plane ready; stop with Ctrl-C"
-    );
-    wait_for_shutdown_signal().await;
-    tracing::info!("stopping the control plane");
-    control_plane.stop();
-    Ok(())
-}
-
-async fn wait_for_shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");

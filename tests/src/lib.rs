@@ -16,7 +16,20 @@ use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use kubewasm::cluster::{ControlPlane, signal_group};
 
+pub mod components;
+pub mod plugins;
 pub mod wait;
+
+/// Sandbox settings for tests: the default engine, with compiled components cached in
+/// `target/test-compile-cache` so that each test need not compile each guest again.
+pub fn sandbox_config() -> kubewasm::sandbox::SandboxConfig {
+    kubewasm::sandbox::SandboxConfig {
+        cache_dir: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache"),
+        ),
+        ..Default::default()
+    }
+}
 
 /// What the tests need to know of the shared control plane.
 #[derive(Debug)]

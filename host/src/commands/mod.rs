@@ -1,0 +1,4 @@
+//! The `kubewasm` subcommands.
+
+pub mod check;
+pub mod cluster;

@@ -1,0 +1,171 @@
+//! One call into a plugin: a fresh Store with the plugin's limits, instantiation from
+//! the cached `InstancePre`, the export call, and every way it can fail turned into a
+//! [`ReconcileError`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::ReconcilerPre;
+use super::guest_log::PluginLog;
+use super::limits::{CallLimiter, Limits, MemoryLimitHit};
+use super::wasi::{self, StderrTail};
+use crate::reconciler::{HostCalls, ReconcileError};
+
+/// Extra time the outer timeout gives a call beyond its deadline, so that a guest
+/// running wasm code is stopped by its epoch deadline (a precise, cheap trap) and the
+/// outer timeout only fires when the call is stuck in a host call.
+const OUTER_TIMEOUT_GRACE: Duration = Duration::from_millis(250);
+
+/// The data of one call's Store.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: CallLimiter,
+    pub(super) host: Arc<dyn HostCalls>,
+    pub(super) log: Arc<PluginLog>,
+    pub(super) subject: String,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Which export to call.
+#[derive(Debug, Clone, Copy)]
+pub enum Export<'a> {
+    /// `describe()`.
+    Describe,
+    /// `apply(object)`.
+    Apply(&'a str),
+    /// `cleanup(object)`.
+    Cleanup(&'a str),
+}
+
+/// What an export returned.
+pub enum Returned {
+    /// From `describe`.
+    Description(super::bindings::kubewasm::controller::types::Description),
+    /// From `apply` or `cleanup`.
+    Reconciled(
+        Result<
+            super::bindings::kubewasm::controller::types::Action,
+            super::bindings::kubewasm::controller::types::ReconcileError,
+        >,
+    ),
+}
+
+/// Everything one call needs.
+pub struct CallSetup<'a> {
+    /// The engine.
+    pub engine: &'a Engine,
+    /// The prepared component.
+    pub pre: &'a ReconcilerPre<CallState>,
+    /// The plugin's limits.
+    pub limits: Limits,
+    /// Whether the engine meters fuel.
+    pub fuel_enabled: bool,
+    /// The plugin's log sink.
+    pub log: &'a Arc<PluginLog>,
+    /// The host imports for this call.
+    pub host: Arc<dyn HostCalls>,
+}
+
+/// Runs one export in a fresh instance.
+pub async fn call(setup: CallSetup<'_>, export: Export<'_>) -> Result<Returned, ReconcileError> {
+    let subject = setup.host.subject();
+    let stderr_tail = StderrTail::default();
+    let state = CallState {
+        wasi: wasi::context(setup.log, &subject, &stderr_tail),
+        table: ResourceTable::new(),
+        limiter: CallLimiter::new(setup.limits.memory_bytes),
+        host: setup.host,
+        log: setup.log.clone(),
+        subject,
+    };
+    let mut store = Store::new(setup.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    if setup.fuel_enabled {
+        let fuel = setup.limits.fuel.unwrap_or(u64::MAX);
+        store
+            .set_fuel(fuel)
+            .map_err(|err| ReconcileError::Host(format!("setting fuel: {err}")))?;
+    }
+    let timeout = setup.limits.timeout;
+    let started = Instant::now();
+    store.set_epoch_deadline(1);
+    // Yield to the executor every tick, so a busy guest never holds an executor thread
+    // for long, and interrupt it once the call's wall-clock deadline has passed.
+    store.epoch_deadline_callback(move |_| {
+        if started.elapsed() >= timeout {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+
+    let run = async {
+        let instance = setup.pre.instantiate_async(&mut store).await?;
+        let exports = instance.kubewasm_controller_plugin();
+        let returned = match export {
+            Export::Describe => Returned::Description(exports.call_describe(&mut store).await?),
+            Export::Apply(object) => {
+                Returned::Reconciled(exports.call_apply(&mut store, object).await?)
+            }
+            Export::Cleanup(object) => {
+                Returned::Reconciled(exports.call_cleanup(&mut store, object).await?)
+            }
+        };
+        wasmtime::Result::Ok(returned)
+    };
+    match tokio::time::timeout(timeout + OUTER_TIMEOUT_GRACE, run).await {
+        Ok(Ok(returned)) => Ok(returned),
+        Ok(Err(err)) => Err(classify(err, &setup.limits, &stderr_tail)),
+        Err(_) => Err(ReconcileError::Deadline { limit: timeout }),
+    }
+}
+
+/// Turns a wasmtime error from instantiation or a call into the reason it failed.
+fn classify(err: wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> ReconcileError {
+    if err.downcast_ref::<MemoryLimitHit>().is_some() {
+        return ReconcileError::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        };
+    }
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return ReconcileError::Trap {
+            message: with_stderr(format!("the guest exited with status {}", exit.0), stderr),
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => ReconcileError::Deadline {
+            limit: limits.timeout,
+        },
+        Some(Trap::OutOfFuel) => ReconcileError::FuelExhausted {
+            limit: limits.fuel.unwrap_or(u64::MAX),
+        },
+        Some(trap) => ReconcileError::Trap {
+            message: with_stderr(trap.to_string(), stderr),
+        },
+        // Not a trap: the guest returned, but its result could not be lifted (an
+        // invalid discriminant, a string that is not UTF-8, a pointer out of bounds).
+        None => ReconcileError::InvalidResult(format!("{err:#}")),
+    }
+}
+
+fn with_stderr(message: String, stderr: &StderrTail) -> String {
+    let tail = stderr.get();
+    if tail.is_empty() {
+        message
+    } else {
+        format!("{message}; stderr: {tail}")
+    }
+}

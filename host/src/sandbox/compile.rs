@@ -1,0 +1,169 @@
+//! Compiling components off the async executor, with precompiled artifacts cached on
+//! disk by the component's sha256 and the engine's configuration.
+//!
+//! Deserializing an artifact runs code that trusts it completely, so only artifacts this
+//! host wrote are ever deserialized: the cache directory must be owned by the host's
+//! user and closed to everyone else, and every artifact carries a checksum the host
+//! recorded when it wrote it (a truncated or altered file is recompiled, not loaded).
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::LoadError;
+
+/// Whether a component came from the disk cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Deserialized from a cached artifact.
+    Hit,
+    /// Compiled (and cached, when the cache is on).
+    Compiled,
+}
+
+/// The on-disk cache of precompiled components.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+}
+
+/// The sha256 of `bytes`, in hex.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl CompileCache {
+    /// No disk cache: every load compiles.
+    pub fn disabled() -> Self {
+        Self { dir: None }
+    }
+
+    /// A cache in `dir`, created with mode 0700. A directory that is not owned by this
+    /// user or is open to others is refused (the cache stays off, with a warning).
+    pub fn in_dir(dir: &Path) -> Self {
+        match prepare_dir(dir) {
+            Ok(()) => Self {
+                dir: Some(dir.to_path_buf()),
+            },
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), "compile cache disabled: {reason}");
+                Self::disabled()
+            }
+        }
+    }
+
+    /// The directory, when the cache is on.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The compiled component for `bytes` (whose sha256 is `digest`), from the cache or
+    /// compiled on a blocking thread.
+    pub async fn load(
+        &self,
+        engine: &Engine,
+        bytes: Arc<[u8]>,
+        digest: &str,
+    ) -> Result<(Component, CacheOutcome), LoadError> {
+        let engine = engine.clone();
+        let paths = self
+            .dir
+            .as_ref()
+            .map(|dir| ArtifactPaths::new(dir, digest, &engine));
+        tokio::task::spawn_blocking(move || {
+            if let Some(paths) = &paths
+                && let Some(component) = paths.read(&engine)
+            {
+                return Ok((component, CacheOutcome::Hit));
+            }
+            let artifact = engine
+                .precompile_component(&bytes)
+                .map_err(|err| LoadError::Malformed(format!("{err:#}")))?;
+            if let Some(paths) = &paths
+                && let Err(err) = paths.write(&artifact)
+            {
+                tracing::warn!(path = %paths.artifact.display(), "could not cache a compiled plugin: {err}");
+            }
+            // SAFETY: the artifact was produced by this engine a moment ago, in memory.
+            let component = unsafe { Component::deserialize(&engine, &artifact) }
+                .map_err(|err| LoadError::Malformed(format!("{err:#}")))?;
+            Ok((component, CacheOutcome::Compiled))
+        })
+        .await
+        .map_err(|err| LoadError::Malformed(format!("the compiler thread failed: {err}")))?
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|err| format!("cannot create it: {err}"))?;
+    let meta = std::fs::metadata(dir).map_err(|err| format!("cannot stat it: {err}"))?;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    if meta.uid() != uid {
+        return Err(format!("it is owned by uid {}, not {uid}", meta.uid()));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|err| format!("cannot restrict it to mode 0700: {err}"))?;
+    }
+    Ok(())
+}
+
+struct ArtifactPaths {
+    artifact: PathBuf,
+    checksum: PathBuf,
+}
+
+impl ArtifactPaths {
+    fn new(dir: &Path, digest: &str, engine: &Engine) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let stem = format!("{digest}-{:016x}", hasher.finish());
+        Self {
+            artifact: dir.join(format!("{stem}.cwasm")),
+            checksum: dir.join(format!("{stem}.sha256")),
+        }
+    }
+
+    fn read(&self, engine: &Engine) -> Option<Component> {
+        let expected = std::fs::read_to_string(&self.checksum).ok()?;
+        let artifact = std::fs::read(&self.artifact).ok()?;
+        if digest(&artifact) != expected.trim() {
+            tracing::warn!(path = %self.artifact.display(), "cached artifact does not match its checksum; recompiling");
+            return None;
+        }
+        // SAFETY: the artifact is one this host wrote (see the module docs): the directory
+        // is private to this user and the bytes match the checksum recorded on write.
+        match unsafe { Component::deserialize(engine, &artifact) } {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(path = %self.artifact.display(), "cached artifact unusable ({err}); recompiling");
+                None
+            }
+        }
+    }
+
+    fn write(&self, artifact: &[u8]) -> std::io::Result<()> {
+        write_atomically(&self.artifact, artifact)?;
+        write_atomically(&self.checksum, digest(artifact).as_bytes())
+    }
+}
+
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
+}

@@ -1,0 +1,93 @@
+//! The one wasmtime [`Engine`] of the process, and the ticker that drives its epochs.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the engine's epoch advances. Deadlines are counted in these ticks, and a
+/// running guest yields to the async executor once a tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How instances get their memories and tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Allocator {
+    /// Allocate on demand with mmap for every instance.
+    OnDemand,
+    /// Pre-reserve slots and reuse them, with copy-on-write memory images: the fastest
+    /// instantiation, at the cost of reserved address space.
+    #[default]
+    Pooling,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The instance allocator.
+    pub allocator: Allocator,
+    /// With the pooling allocator: how many component instances may exist at once
+    /// (across all plugins and concurrent calls).
+    pub pool_instances: u32,
+    /// With the pooling allocator: the largest linear memory any plugin may be granted.
+    pub pool_max_memory_bytes: usize,
+    /// Whether fuel metering is available (a plugin's grant may then set a fuel limit).
+    pub fuel: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            allocator: Allocator::default(),
+            pool_instances: 256,
+            pool_max_memory_bytes: 1 << 30,
+            fuel: true,
+        }
+    }
+}
+
+/// Builds the engine: epoch interruption for deadlines, async support for host calls,
+/// copy-on-write memory images and the chosen allocator.
+pub fn build(config: &EngineConfig) -> wasmtime::Result<Engine> {
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .memory_init_cow(true)
+        .wasm_component_model(true)
+        .parallel_compilation(true);
+    if config.allocator == Allocator::Pooling {
+        let instances = config.pool_instances;
+        let mut pool = PoolingAllocationConfig::new();
+        // Components built by componentize-py or componentize-js hold several core
+        // instances, memories and tables (the interpreter, libc, adapters).
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(16))
+            .total_memories(instances.saturating_mul(4))
+            .total_tables(instances.saturating_mul(8))
+            .total_stacks(instances)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(32)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(4 << 20)
+            .table_elements(100_000)
+            .max_memory_size(config.pool_max_memory_bytes);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&wasm)
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] on a thread of its own, until the
+/// engine is dropped. A thread rather than a task: it must tick even when every
+/// executor thread is busy.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

@@ -1,0 +1,326 @@
+//! The wasmtime sandbox: one engine, compiled components cached on disk and in memory,
+//! and every call in a fresh, limited instance.
+//!
+//! The sandbox knows nothing of Kubernetes: a plugin's imports are served by the
+//! [`HostCalls`] the caller hands in with each call.
+
+mod bindings;
+mod call;
+mod compile;
+mod contract;
+mod engine;
+mod guest_log;
+mod limits;
+mod validate;
+mod wasi;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::reconciler::{Action, Description, HostCalls, ReconcileError, Reconciler};
+use bindings::ReconcilerPre;
+use call::{CallSetup, CallState, Export, Returned};
+pub use compile::{CacheOutcome, CompileCache, digest};
+pub use contract::{CONTRACT_VERSION, PACKAGE, PLUGIN_INTERFACE};
+pub use engine::{Allocator, EPOCH_TICK, EngineConfig};
+pub use guest_log::{LogRate, PluginLog};
+pub use limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits};
+
+/// Why a file could not be loaded as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read the plugin file: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly component: {0}")]
+    NotWasm(String),
+    /// A core module where a component is needed.
+    #[error(
+        "a core WebAssembly module, not a component: build for wasm32-wasip2, or wrap it \
+         with `wasm-tools component new` (with the WASI adapter for wasip1 modules)"
+    )]
+    CoreModule,
+    /// A component that fails to parse, validate or compile.
+    #[error("a malformed or truncated component: {0}")]
+    Malformed(String),
+    /// The component does not export the plugin interface.
+    #[error(
+        "the component does not implement world kubewasm:controller/reconciler: it does not \
+         export {PLUGIN_INTERFACE} (its exports: {})",
+        if .exports.is_empty() { "none".to_string() } else { .exports.join(", ") }
+    )]
+    WrongWorld {
+        /// What it does export.
+        exports: Vec<String>,
+    },
+    /// The plugin interface lacks functions.
+    #[error("the component's {interface} export lacks {}", .missing.join(", "))]
+    MissingExports {
+        /// The export's full name.
+        interface: String,
+        /// The functions missing.
+        missing: Vec<String>,
+    },
+    /// Built against a contract version this host does not implement.
+    #[error("the component is built against {found}; this host implements {supported}")]
+    UnsupportedVersion {
+        /// The component's version.
+        found: String,
+        /// The host's.
+        supported: String,
+    },
+    /// Its exports have the wrong types, or it imports what the host does not provide.
+    #[error("the component does not fit the contract: {0}")]
+    Incompatible(String),
+    /// `describe()` failed.
+    #[error("describe() failed: {0}")]
+    Describe(ReconcileError),
+    /// `describe()` returned something unusable.
+    #[error("describe() returned an invalid description: {0}")]
+    InvalidDescription(String),
+}
+
+/// Sandbox-wide settings.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Where precompiled components are cached; `None` turns the disk cache off.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl SandboxConfig {
+    /// The default cache directory: `~/.cache/kubewasm/compiled`.
+    pub fn default_cache_dir() -> PathBuf {
+        crate::paths::cache_dir().join("compiled")
+    }
+}
+
+struct Prepared {
+    pre: ReconcilerPre<CallState>,
+}
+
+/// The engine, linker and caches shared by every plugin of the process.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<CallState>,
+    fuel_enabled: bool,
+    compile_cache: CompileCache,
+    prepared: Mutex<HashMap<String, Weak<Prepared>>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("compile_cache", &self.compile_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine (and starts its epoch ticker) and the linker: WASI with nothing
+    /// granted, and the contract's imports.
+    pub fn new(config: SandboxConfig) -> anyhow::Result<Arc<Self>> {
+        let engine = engine::build(&config.engine)
+            .map_err(|err| anyhow::anyhow!("configuring wasmtime: {err:#}"))?;
+        engine::start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|err| anyhow::anyhow!("linking WASI: {err:#}"))?;
+        bindings::Reconciler::add_to_linker::<_, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|err| anyhow::anyhow!("linking the contract's imports: {err:#}"))?;
+        let compile_cache = match &config.cache_dir {
+            Some(dir) => CompileCache::in_dir(dir),
+            None => CompileCache::disabled(),
+        };
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            fuel_enabled: config.engine.fuel,
+            compile_cache,
+            prepared: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Loads `bytes` as plugin `name`: checks the contract, compiles (or takes the
+    /// cached artifact), prepares instantiation and calls `describe()`.
+    pub async fn load(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: Vec<u8>,
+        limits: Limits,
+        log_rate: LogRate,
+    ) -> Result<(WasmPlugin, CacheOutcome), LoadError> {
+        contract::check_header(&bytes)?;
+        let digest = digest(&bytes);
+        let (prepared, outcome) = self.prepare(bytes.into(), &digest).await?;
+        let log = Arc::new(PluginLog::new(name, log_rate));
+        let returned = call::call(
+            CallSetup {
+                engine: &self.engine,
+                pre: &prepared.pre,
+                limits,
+                fuel_enabled: self.fuel_enabled,
+                log: &log,
+                host: Arc::new(validate::NoKubernetes),
+            },
+            Export::Describe,
+        )
+        .await
+        .map_err(LoadError::Describe)?;
+        let Returned::Description(description) = returned else {
+            unreachable!("describe returns a description");
+        };
+        let description = validate::description(description)?;
+        Ok((
+            WasmPlugin {
+                sandbox: self.clone(),
+                name: name.to_string(),
+                digest,
+                prepared,
+                description,
+                limits,
+                log,
+            },
+            outcome,
+        ))
+    }
+
+    async fn prepare(
+        &self,
+        bytes: Arc<[u8]>,
+        digest: &str,
+    ) -> Result<(Arc<Prepared>, CacheOutcome), LoadError> {
+        if let Some(prepared) = self.cached(digest) {
+            return Ok((prepared, CacheOutcome::Hit));
+        }
+        let (component, outcome) = self.compile_cache.load(&self.engine, bytes, digest).await?;
+        contract::check_exports(&self.engine, &component)?;
+        let prepared = Arc::new(self.instance_pre(&component)?);
+        self.prepared
+            .lock()
+            .expect("prepared cache poisoned")
+            .insert(digest.to_string(), Arc::downgrade(&prepared));
+        Ok((prepared, outcome))
+    }
+
+    fn cached(&self, digest: &str) -> Option<Arc<Prepared>> {
+        let mut prepared = self.prepared.lock().expect("prepared cache poisoned");
+        prepared.retain(|_, weak| weak.strong_count() > 0);
+        prepared.get(digest).and_then(Weak::upgrade)
+    }
+
+    fn instance_pre(&self, component: &Component) -> Result<Prepared, LoadError> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|err| LoadError::Incompatible(format!("{err:#}")))?;
+        let pre = ReconcilerPre::new(instance_pre)
+            .map_err(|err| LoadError::Incompatible(format!("{err:#}")))?;
+        Ok(Prepared { pre })
+    }
+
+    /// The disk cache.
+    pub fn compile_cache(&self) -> &CompileCache {
+        &self.compile_cache
+    }
+}
+
+/// A loaded plugin: a prepared component and its description. Cheap to call from many
+/// tasks at once; every call gets its own instance.
+pub struct WasmPlugin {
+    sandbox: Arc<Sandbox>,
+    name: String,
+    digest: String,
+    prepared: Arc<Prepared>,
+    description: Description,
+    limits: Limits,
+    log: Arc<PluginLog>,
+}
+
+impl std::fmt::Debug for WasmPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmPlugin")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("description", &self.description)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmPlugin {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sha256 of the component.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Its log sink (for the dropped-line counters).
+    pub fn log(&self) -> &Arc<PluginLog> {
+        &self.log
+    }
+
+    async fn reconcile(
+        &self,
+        export: Export<'_>,
+        host: Arc<dyn HostCalls>,
+    ) -> Result<Action, ReconcileError> {
+        let returned = call::call(
+            CallSetup {
+                engine: &self.sandbox.engine,
+                pre: &self.prepared.pre,
+                limits: self.limits,
+                fuel_enabled: self.sandbox.fuel_enabled,
+                log: &self.log,
+                host,
+            },
+            export,
+        )
+        .await?;
+        match returned {
+            Returned::Reconciled(result) => validate::reconcile_result(result),
+            Returned::Description(_) => unreachable!("apply and cleanup return actions"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for WasmPlugin {
+    fn description(&self) -> &Description {
+        &self.description
+    }
+
+    async fn apply(
+        &self,
+        object: &str,
+        host: Arc<dyn HostCalls>,
+    ) -> Result<Action, ReconcileError> {
+        self.reconcile(Export::Apply(object), host).await
+    }
+
+    async fn cleanup(
+        &self,
+        object: &str,
+        host: Arc<dyn HostCalls>,
+    ) -> Result<Action, ReconcileError> {
+        self.reconcile(Export::Cleanup(object), host).await
+    }
+}

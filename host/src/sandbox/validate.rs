@@ -1,0 +1,212 @@
+//! What a guest returns is checked before the host acts on it.
+
+use std::time::Duration;
+
+use super::LoadError;
+use super::bindings::kubewasm::controller::types as wit;
+use crate::reconciler::{
+    Action, Description, EventType, HostCalls, HostError, KindRef, MAX_REQUEUE, MIN_REQUEUE,
+    ObjectRef, ReconcileError, WatchSpec,
+};
+
+/// Longest error message kept from a guest (it becomes an Event note).
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Checks and converts what `describe()` returned.
+pub fn description(description: wit::Description) -> Result<Description, LoadError> {
+    let invalid = LoadError::InvalidDescription;
+    let watch = description.watch;
+    check_api_version(&watch.api_version).map_err(invalid)?;
+    check_kind(&watch.kind).map_err(invalid)?;
+    if let Some(selector) = &watch.label_selector {
+        crate::selector::parse(selector).map_err(|err| invalid(err.to_string()))?;
+    }
+    if let Some(finalizer) = &description.finalizer {
+        check_finalizer(finalizer).map_err(invalid)?;
+    }
+    let mut owns = Vec::new();
+    for owned in description.owns {
+        check_api_version(&owned.api_version).map_err(invalid)?;
+        check_kind(&owned.kind).map_err(invalid)?;
+        owns.push(KindRef {
+            api_version: owned.api_version,
+            kind: owned.kind,
+        });
+    }
+    Ok(Description {
+        watch: WatchSpec {
+            api_version: watch.api_version,
+            kind: watch.kind,
+            label_selector: watch.label_selector,
+        },
+        finalizer: description.finalizer,
+        owns,
+    })
+}
+
+fn check_api_version(api_version: &str) -> Result<(), String> {
+    let valid_part = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    };
+    let valid = match api_version.split_once('/') {
+        Some((group, version)) => valid_part(group) && valid_part(version),
+        None => valid_part(api_version),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "apiVersion {api_version:?} is not of the form `v1` or `group/version`"
+        ))
+    }
+}
+
+fn check_kind(kind: &str) -> Result<(), String> {
+    if kind.starts_with(|c: char| c.is_ascii_uppercase())
+        && kind.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        Ok(())
+    } else {
+        Err(format!("kind {kind:?} is not an UpperCamelCase name"))
+    }
+}
+
+fn check_finalizer(finalizer: &str) -> Result<(), String> {
+    let Some((domain, name)) = finalizer.split_once('/') else {
+        return Err(format!(
+            "finalizer {finalizer:?} must be domain-qualified, like `example.com/cleanup`"
+        ));
+    };
+    let domain_ok = domain.contains('.')
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        });
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if domain_ok && name_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "finalizer {finalizer:?} is not a qualified name like `example.com/cleanup`"
+        ))
+    }
+}
+
+/// Checks and converts what `apply` or `cleanup` returned.
+pub fn reconcile_result(
+    result: Result<wit::Action, wit::ReconcileError>,
+) -> Result<Action, ReconcileError> {
+    match result {
+        Ok(wit::Action::RequeueAfter(ms)) => Ok(Action::RequeueAfter(delay(ms, "requeue-after")?)),
+        Ok(wit::Action::AwaitChange) => Ok(Action::AwaitChange),
+        Ok(wit::Action::Default) => Ok(Action::Default),
+        Err(err) => Err(ReconcileError::Reported {
+            message: super::guest_log::truncate(err.message.trim(), MAX_MESSAGE_BYTES).to_string(),
+            retry_after: err
+                .retry_after_ms
+                .map(|ms| delay(ms, "retry-after-ms"))
+                .transpose()?,
+        }),
+    }
+}
+
+fn delay(ms: u64, field: &str) -> Result<Duration, ReconcileError> {
+    let delay = Duration::from_millis(ms);
+    if (MIN_REQUEUE..=MAX_REQUEUE).contains(&delay) {
+        Ok(delay)
+    } else {
+        Err(ReconcileError::InvalidResult(format!(
+            "{field} of {ms} ms is outside {} ms to {} ms",
+            MIN_REQUEUE.as_millis(),
+            MAX_REQUEUE.as_millis()
+        )))
+    }
+}
+
+/// The imports `describe()` gets: no Kubernetes access at all.
+pub struct NoKubernetes;
+
+const NO_ACCESS: &str = "describe() has no Kubernetes access";
+
+#[async_trait::async_trait]
+impl HostCalls for NoKubernetes {
+    async fn get(&self, _: ObjectRef) -> Result<String, HostError> {
+        Err(HostError::Forbidden(NO_ACCESS.into()))
+    }
+    async fn list(
+        &self,
+        _: String,
+        _: String,
+        _: Option<String>,
+        _: Option<String>,
+    ) -> Result<String, HostError> {
+        Err(HostError::Forbidden(NO_ACCESS.into()))
+    }
+    async fn apply(&self, _: String) -> Result<String, HostError> {
+        Err(HostError::Forbidden(NO_ACCESS.into()))
+    }
+    async fn patch_status(&self, _: ObjectRef, _: String) -> Result<String, HostError> {
+        Err(HostError::Forbidden(NO_ACCESS.into()))
+    }
+    async fn create(&self, _: String) -> Result<String, HostError> {
+        Err(HostError::Forbidden(NO_ACCESS.into()))
+    }
+    async fn delete(&self, _: ObjectRef) -> Result<(), HostError> {
+        Err(HostError::Forbidden(NO_ACCESS.into()))
+    }
+    async fn publish_event(&self, _: EventType, _: String, _: String) {}
+    fn subject(&self) -> String {
+        "describe".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_delays_are_invalid_results() {
+        assert!(matches!(
+            reconcile_result(Ok(wit::Action::RequeueAfter(0))),
+            Err(ReconcileError::InvalidResult(_))
+        ));
+        assert!(matches!(
+            reconcile_result(Ok(wit::Action::RequeueAfter(u64::MAX))),
+            Err(ReconcileError::InvalidResult(_))
+        ));
+        assert_eq!(
+            reconcile_result(Ok(wit::Action::RequeueAfter(1500))),
+            Ok(Action::RequeueAfter(Duration::from_millis(1500)))
+        );
+        assert!(matches!(
+            reconcile_result(Err(wit::ReconcileError {
+                message: "x".into(),
+                retry_after_ms: Some(1)
+            })),
+            Err(ReconcileError::InvalidResult(_))
+        ));
+    }
+
+    #[test]
+    fn names_in_descriptions_are_checked() {
+        assert!(check_api_version("v1").is_ok());
+        assert!(check_api_version("apps/v1").is_ok());
+        assert!(check_api_version("").is_err());
+        assert!(check_api_version("a/b/c").is_err());
+        assert!(check_kind("ConfigMap").is_ok());
+        assert!(check_kind("configMap").is_err());
+        assert!(check_finalizer("kubewasm.dev/mirror").is_ok());
+        assert!(check_finalizer("mirror").is_err());
+        assert!(check_finalizer("Kubewasm.dev/mirror").is_err());
+    }
+}

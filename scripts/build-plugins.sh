@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds every plugin into target/plugins/NAME.wasm beside its grant NAME.yaml, and the
+# test guests into target/test-plugins/. Usage: scripts/build-plugins.sh [examples|tests|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:-all}
+out=target/plugins
+test_out=target/test-plugins
+mkdir -p "$out" "$test_out"
+
+rust_build() { # crate name; prints the built file
+  cargo build --quiet --profile plugin --target wasm32-wasip2 -p "$1" >&2
+  echo "target/wasm32-wasip2/plugin/${1//-/_}.wasm"
+}
+
+if [[ $what == examples || $what == all ]]; then
+  for dir in plugins/*/; do
+    name=$(basename "$dir")
+    if [[ -f $dir/Cargo.toml ]]; then
+      cp "$(rust_build "$name")" "$out/$name.wasm"
+    fi
+    cp "$dir/grant.yaml" "$out/$name.yaml"
+    echo "built $out/$name.wasm"
+  done
+fi
+
+if [[ $what == tests || $what == all ]]; then
+  cp "$(rust_build misbehave)" "$test_out/misbehave.wasm"
+  echo "built $test_out/misbehave.wasm"
+fi

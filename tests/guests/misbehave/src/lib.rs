@@ -1,0 +1,127 @@
+//! A test guest that does, on request, what a plugin must not get away with.
+//!
+//! It watches ConfigMaps; the behaviour comes from the object's `data.behaviour`, or,
+//! when absent, from `MISBEHAVE_DEFAULT` at build time (so one source builds hostile
+//! plugins that misbehave on every object).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Duration;
+
+use kubewasm_guest::k8s_openapi::api::core::v1::ConfigMap;
+use kubewasm_guest::{Action, Error, Object, Reconciler, Result, events, kube, log};
+use serde::Deserialize;
+
+/// Just enough of a ConfigMap.
+#[derive(Deserialize)]
+pub struct Subject {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+impl Object for Subject {
+    const API_VERSION: &'static str = "v1";
+    const KIND: &'static str = "ConfigMap";
+}
+
+impl Subject {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(String::as_str)
+    }
+}
+
+/// The plugin.
+pub struct Misbehave;
+
+/// Recurses until the stack runs out (`depth` never reaches `u64::MAX` in practice).
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    1 + recurse(black_box(depth + 1))
+}
+
+fn behave(subject: &Subject) -> Result<Action> {
+    let behaviour = subject
+        .get("behaviour")
+        .or(option_env!("MISBEHAVE_DEFAULT"))
+        .unwrap_or("ok");
+    match behaviour {
+        "ok" => Ok(Action::AwaitChange),
+        "loop" => loop {
+            black_box(());
+        },
+        "allocate" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                black_box(&hoard);
+            }
+        }
+        "panic" => panic!("deliberate panic"),
+        "recurse" => Ok(Action::RequeueAfter(Duration::from_millis(recurse(0)))),
+        "open-file" => match std::fs::read("/etc/passwd") {
+            Ok(_) => Ok(Action::Default),
+            Err(err) => Err(Error::msg(format!("open-file failed: {err}"))),
+        },
+        "socket" => {
+            let address = subject.get("address").unwrap_or("127.0.0.1:80");
+            match std::net::TcpStream::connect(address) {
+                Ok(_) => Ok(Action::Default),
+                Err(err) => Err(Error::msg(format!("socket failed: {err}"))),
+            }
+        }
+        "environment" => {
+            let vars = std::env::vars().count();
+            let args = std::env::args().count();
+            Err(Error::msg(format!("environment: {vars} vars, {args} args")))
+        }
+        "requeue-zero" => Ok(Action::RequeueAfter(Duration::ZERO)),
+        "requeue" => Ok(Action::RequeueAfter(Duration::from_millis(1500))),
+        "fail" => Err(Error::msg("failing as asked").retry_after(Duration::from_secs(2))),
+        "log-flood" => {
+            let line = "x".repeat(1023);
+            let mut out = std::io::stdout().lock();
+            for _ in 0..10 * 1024 {
+                let _ = writeln!(out, "{line}");
+            }
+            Ok(Action::AwaitChange)
+        }
+        "log" => {
+            log::info("hello from the guest");
+            println!("hello on stdout");
+            Ok(Action::AwaitChange)
+        }
+        "event" => {
+            events::warning("Misbehaving", "asked to publish an event");
+            Ok(Action::AwaitChange)
+        }
+        "get" => {
+            let namespace = subject.get("namespace");
+            let name = subject.get("name").unwrap_or("missing");
+            match kube::get::<ConfigMap>(namespace, name) {
+                Ok(found) => Err(Error::msg(format!(
+                    "get found {}",
+                    found.metadata.name.unwrap_or_default()
+                ))),
+                Err(err) => Err(Error::msg(format!("get failed: {err:?}"))),
+            }
+        }
+        other => Err(Error::msg(format!("unknown behaviour {other:?}"))),
+    }
+}
+
+impl Reconciler for Misbehave {
+    type Resource = Subject;
+
+    fn apply(subject: Subject) -> Result<Action> {
+        behave(&subject)
+    }
+
+    fn cleanup(subject: Subject) -> Result<Action> {
+        behave(&subject)
+    }
+}
+
+kubewasm_guest::export!(Misbehave);

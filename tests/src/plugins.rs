@@ -1,0 +1,39 @@
+//! Built plugins: the examples (`make plugins`) and the test guests.
+
+use std::path::PathBuf;
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn built(dir: &str, name: &str) -> PathBuf {
+    let path = target_dir().join(dir).join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is not built: run `make plugins` (scripts/build-plugins.sh)",
+        path.display()
+    );
+    path
+}
+
+/// `target/plugins/NAME.wasm`, an example plugin.
+pub fn example(name: &str) -> PathBuf {
+    built("plugins", name)
+}
+
+/// `target/test-plugins/NAME.wasm`, a test guest.
+pub fn test_guest(name: &str) -> PathBuf {
+    built("test-plugins", name)
+}
+
+/// The bytes of an example plugin.
+pub fn example_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(example(name)).expect("reading a built plugin")
+}
+
+/// The bytes of a test guest.
+pub fn test_guest_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(test_guest(name)).expect("reading a built test guest")
+}

@@ -1,0 +1,417 @@
+//! The sandbox holds: deadlines, memory caps, traps and garbage results become typed
+//! errors, nothing is granted, and a plugin recovers on the next call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubewasm::memory_host::MemoryHost;
+use kubewasm::reconciler::{Action, EventType, ObjectRef, ReconcileError, Reconciler};
+use kubewasm::sandbox::{
+    CacheOutcome, Limits, LoadError, LogRate, Sandbox, SandboxConfig, WasmPlugin,
+};
+use kubewasm_tests::components::{contract_component, contract_wit, dummy_component};
+use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
+use serde_json::json;
+
+fn sandbox() -> Arc<Sandbox> {
+    Sandbox::new(kubewasm_tests::sandbox_config()).expect("a sandbox")
+}
+
+async fn load(sandbox: &Arc<Sandbox>, bytes: Vec<u8>, limits: Limits) -> WasmPlugin {
+    sandbox
+        .load("test", bytes, limits, LogRate::default())
+        .await
+        .expect("the plugin loads")
+        .0
+}
+
+async fn misbehave(limits: Limits) -> WasmPlugin {
+    load(&sandbox(), test_guest_bytes("misbehave"), limits).await
+}
+
+fn config_map(data: serde_json::Value) -> String {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "subject", "namespace": "default"},
+        "data": data,
+    })
+    .to_string()
+}
+
+async fn apply(plugin: &WasmPlugin, behaviour: &str) -> Result<Action, ReconcileError> {
+    let host = MemoryHost::new("default/subject");
+    plugin
+        .apply(&config_map(json!({ "behaviour": behaviour })), host)
+        .await
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_at_its_deadline_and_the_next_call_succeeds() {
+    let limits = Limits {
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let plugin = misbehave(limits).await;
+    let started = std::time::Instant::now();
+    let result = apply(&plugin, "loop").await;
+    assert_eq!(
+        result,
+        Err(ReconcileError::Deadline {
+            limit: Duration::from_millis(200)
+        })
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
+}
+
+#[tokio::test]
+async fn a_looping_guest_leaves_the_executor_free() {
+    // On a single-threaded runtime, a timer task still runs while the guest loops,
+    // because the guest yields on every epoch tick.
+    let plugin = misbehave(Limits {
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let ticker = tokio::spawn(async {
+        let mut ticks = 0;
+        let mut interval = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..5 {
+            interval.tick().await;
+            ticks += 1;
+        }
+        ticks
+    });
+    let result = apply(&plugin, "loop").await;
+    assert!(matches!(result, Err(ReconcileError::Deadline { .. })));
+    assert!(
+        ticker.is_finished(),
+        "the timer task was starved by the guest"
+    );
+    assert_eq!(ticker.await.unwrap(), 5);
+}
+
+#[tokio::test]
+async fn allocating_past_the_cap_traps_with_a_memory_error() {
+    let plugin = misbehave(Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    })
+    .await;
+    assert_eq!(
+        apply(&plugin, "allocate").await,
+        Err(ReconcileError::MemoryLimit {
+            limit_bytes: 16 << 20
+        })
+    );
+    assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
+}
+
+#[tokio::test]
+async fn a_panic_is_a_trap_carrying_the_panic_message() {
+    let plugin = misbehave(Limits::default()).await;
+    match apply(&plugin, "panic").await {
+        Err(ReconcileError::Trap { message }) => {
+            assert!(message.contains("deliberate panic"), "{message}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn deep_recursion_is_a_trap() {
+    let plugin = misbehave(Limits::default()).await;
+    match apply(&plugin, "recurse").await {
+        Err(ReconcileError::Trap { message }) => {
+            assert!(message.contains("call stack exhausted"), "{message}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn files_sockets_environment_and_arguments_are_not_granted() {
+    let plugin = misbehave(Limits::default()).await;
+    let reported = |result: Result<Action, ReconcileError>| match result {
+        Err(ReconcileError::Reported { message, .. }) => message,
+        other => panic!("expected the guest to report an error, got {other:?}"),
+    };
+    let file = reported(apply(&plugin, "open-file").await);
+    assert!(file.starts_with("open-file failed"), "{file}");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let host = MemoryHost::new("default/subject");
+    let socket = reported(
+        plugin
+            .apply(
+                &config_map(json!({"behaviour": "socket", "address": address})),
+                host,
+            )
+            .await,
+    );
+    assert!(socket.starts_with("socket failed"), "{socket}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached a host socket"
+    );
+
+    let environment = reported(apply(&plugin, "environment").await);
+    assert_eq!(environment, "environment: 0 vars, 0 args");
+}
+
+#[tokio::test]
+async fn results_that_are_not_valid_actions_are_rejected() {
+    let plugin = misbehave(Limits::default()).await;
+    assert!(matches!(
+        apply(&plugin, "requeue-zero").await,
+        Err(ReconcileError::InvalidResult(_))
+    ));
+    assert_eq!(
+        apply(&plugin, "requeue").await,
+        Ok(Action::RequeueAfter(Duration::from_millis(1500)))
+    );
+    assert_eq!(
+        apply(&plugin, "fail").await,
+        Err(ReconcileError::Reported {
+            message: "failing as asked".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        })
+    );
+}
+
+/// A component whose `describe` is valid and whose `apply` and `cleanup` return
+/// discriminants no variant has.
+const GARBAGE_RESULTS: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 2000) "v1")
+  (data (i32.const 2016) "ConfigMap")
+  (func (export "kubewasm:controller/plugin@0.1.0#describe") (result i32)
+    (i32.store (i32.const 1024) (i32.const 2000))
+    (i32.store (i32.const 1028) (i32.const 2))
+    (i32.store (i32.const 1032) (i32.const 2016))
+    (i32.store (i32.const 1036) (i32.const 9))
+    (i32.const 1024))
+  (func (export "kubewasm:controller/plugin@0.1.0#apply") (param i32 i32) (result i32)
+    (i32.store8 (i32.const 3000) (i32.const 7))
+    (i32.const 3000))
+  (func (export "kubewasm:controller/plugin@0.1.0#cleanup") (param i32 i32) (result i32)
+    (i32.store8 (i32.const 3000) (i32.const 0))
+    (i32.store8 (i32.const 3008) (i32.const 9))
+    (i32.const 3000))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 8192))
+)
+"#;
+
+#[tokio::test]
+async fn results_the_canonical_abi_cannot_lift_are_rejected() {
+    let component = contract_component(GARBAGE_RESULTS).unwrap();
+    let plugin = load(&sandbox(), component, Limits::default()).await;
+    assert_eq!(plugin.description().watch.kind, "ConfigMap");
+    let object = config_map(json!({}));
+    for result in [
+        plugin.apply(&object, MemoryHost::new("x")).await,
+        plugin.cleanup(&object, MemoryHost::new("x")).await,
+    ] {
+        match result {
+            Err(ReconcileError::InvalidResult(message)) => {
+                assert!(message.contains("discriminant"), "{message}")
+            }
+            other => panic!("expected an invalid result, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn host_imports_reach_the_host_calls() {
+    let plugin = misbehave(Limits::default()).await;
+    let host = MemoryHost::new("default/subject");
+    host.insert(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "other", "namespace": "default"},
+    }));
+    let found = plugin
+        .apply(
+            &config_map(json!({"behaviour": "get", "namespace": "default", "name": "other"})),
+            host.clone(),
+        )
+        .await;
+    assert!(
+        matches!(found, Err(ReconcileError::Reported { message, .. }) if message == "get found other")
+    );
+    let missing = plugin
+        .apply(
+            &config_map(json!({"behaviour": "get", "namespace": "default", "name": "gone"})),
+            host.clone(),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(ReconcileError::Reported { message, .. }) if message.starts_with("get failed:") && message.contains("NotFound"))
+    );
+
+    plugin
+        .apply(&config_map(json!({"behaviour": "event"})), host.clone())
+        .await
+        .unwrap();
+    let events = host.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, EventType::Warning);
+    assert_eq!(events[0].reason, "Misbehaving");
+}
+
+#[tokio::test]
+async fn the_mirror_plugin_mirrors_and_cleans_up() {
+    let plugin = load(
+        &sandbox(),
+        example_bytes("configmap-mirror"),
+        Limits::default(),
+    )
+    .await;
+    let description = plugin.description();
+    assert_eq!(
+        description.finalizer.as_deref(),
+        Some("kubewasm.dev/mirror")
+    );
+    assert_eq!(
+        description.watch.label_selector.as_deref(),
+        Some("kubewasm.dev/mirror=true")
+    );
+
+    let host = MemoryHost::new("team/settings");
+    let source = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "team",
+                     "labels": {"kubewasm.dev/mirror": "true"}},
+        "data": {"colour": "blue"},
+    })
+    .to_string();
+    assert_eq!(
+        plugin.apply(&source, host.clone()).await,
+        Ok(Action::Default)
+    );
+    let mirror_ref = ObjectRef {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: Some("team".into()),
+        name: "settings-mirror".into(),
+    };
+    let mirror = host.object(&mirror_ref).expect("the mirror was applied");
+    assert_eq!(mirror["data"], json!({"colour": "blue"}));
+    assert_eq!(
+        mirror["metadata"]["labels"]["kubewasm.dev/mirror-of"],
+        "settings"
+    );
+
+    assert_eq!(
+        plugin.cleanup(&source, host.clone()).await,
+        Ok(Action::Default)
+    );
+    assert!(host.object(&mirror_ref).is_none());
+    // Cleanup is idempotent: the mirror being gone already is fine.
+    assert_eq!(
+        plugin.cleanup(&source, host.clone()).await,
+        Ok(Action::Default)
+    );
+}
+
+#[tokio::test]
+async fn components_that_do_not_fit_the_contract_are_refused_with_their_reason() {
+    let sandbox = sandbox();
+    let refuse = |bytes: Vec<u8>| {
+        let sandbox = sandbox.clone();
+        async move {
+            sandbox
+                .load("bad", bytes, Limits::default(), LogRate::default())
+                .await
+                .expect_err("the component must be refused")
+        }
+    };
+
+    let other_world = dummy_component(
+        &[(
+            "other.wit".into(),
+            "package test:other; world other { export run: func(); }".into(),
+        )],
+        "other",
+    )
+    .unwrap();
+    let err = refuse(other_world).await;
+    assert!(
+        matches!(&err, LoadError::WrongWorld { exports } if exports == &["run".to_string()]),
+        "{err}"
+    );
+
+    let without_cleanup: Vec<(String, String)> = contract_wit()
+        .into_iter()
+        .map(|(name, text)| {
+            let text = text.replace(
+                "cleanup: func(object: string) -> result<action, reconcile-error>;",
+                "",
+            );
+            (name, text)
+        })
+        .collect();
+    let err = refuse(dummy_component(&without_cleanup, "reconciler").unwrap()).await;
+    assert!(
+        matches!(&err, LoadError::MissingExports { missing, .. } if missing == &["cleanup".to_string()]),
+        "{err}"
+    );
+
+    let next_major: Vec<(String, String)> = contract_wit()
+        .into_iter()
+        .map(|(name, text)| (name, text.replace("@0.1.0", "@2.0.0")))
+        .collect();
+    let err = refuse(dummy_component(&next_major, "reconciler").unwrap()).await;
+    let message = err.to_string();
+    assert!(
+        matches!(err, LoadError::UnsupportedVersion { .. }),
+        "{message}"
+    );
+    assert!(message.contains("kubewasm:controller@2.0.0"), "{message}");
+    assert!(message.contains("kubewasm:controller@0.1.0"), "{message}");
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached_on_disk_and_tampering_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SandboxConfig {
+        cache_dir: Some(dir.path().join("compiled")),
+        ..SandboxConfig::default()
+    };
+    let bytes = test_guest_bytes("misbehave");
+    let first = Sandbox::new(config.clone()).unwrap();
+    let (_, outcome) = first
+        .load("a", bytes.clone(), Limits::default(), LogRate::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome, CacheOutcome::Compiled);
+
+    // A new sandbox (as after a restart) finds the artifact on disk.
+    let second = Sandbox::new(config.clone()).unwrap();
+    let (plugin, outcome) = second
+        .load("a", bytes.clone(), Limits::default(), LogRate::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome, CacheOutcome::Hit);
+    assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
+
+    // An altered artifact is not deserialized: it is recompiled.
+    for entry in std::fs::read_dir(dir.path().join("compiled")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "cwasm") {
+            let mut artifact = std::fs::read(&path).unwrap();
+            let middle = artifact.len() / 2;
+            artifact[middle] ^= 0xff;
+            std::fs::write(&path, artifact).unwrap();
+        }
+    }
+    let third = Sandbox::new(config).unwrap();
+    let (_, outcome) = third
+        .load("a", bytes, Limits::default(), LogRate::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome, CacheOutcome::Compiled);
+}
