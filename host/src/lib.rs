@@ -5,8 +5,13 @@
 //! `apply` and `cleanup` run in a wasmtime sandbox behind the WIT contract in `wit/`.
 
 pub mod cluster;
+pub mod grant;
+pub mod manager;
 pub mod memory_host;
+pub mod ops;
 pub mod paths;
+pub mod plugins;
 pub mod reconciler;
+pub mod runtime;
 pub mod sandbox;
 pub mod selector;

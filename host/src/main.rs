@@ -34,6 +34,13 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Run the controller host on a directory of plugins.
+    Run {
+        #[command(flatten)]
+        run: commands::run::RunArgs,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +97,9 @@ async fn main() -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Check { file, sandbox } => commands::check::run(&file, sandbox.config()).await,
+        Command::Run { run, sandbox } => commands::run::run(run, sandbox.config())
+            .await
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

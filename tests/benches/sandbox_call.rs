@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kubewasm::memory_host::MemoryHost;
 use kubewasm::reconciler::Reconciler;
-use kubewasm::sandbox::{Allocator, EngineConfig, Limits, LogRate, Sandbox, SandboxConfig};
+use kubewasm::sandbox::{Allocator, EngineConfig, PluginOptions, Sandbox, SandboxConfig};
 use kubewasm_tests::native_mirror::NativeMirror;
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
 use serde_json::json;
@@ -130,8 +130,7 @@ async fn guest(name: &str, allocator: Allocator) -> kubewasm::sandbox::WasmPlugi
             } else {
                 example_bytes(name)
             },
-            Limits::default(),
-            LogRate::default(),
+            PluginOptions::default(),
         )
         .await
         .expect("the mirror plugin loads")
@@ -175,7 +174,7 @@ async fn main() {
         .expect("the minimal component builds");
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("a sandbox");
     let plugin = sandbox
-        .load("floor", floor, Limits::default(), LogRate::default())
+        .load("floor", floor, PluginOptions::default())
         .await
         .expect("the minimal component loads")
         .0;

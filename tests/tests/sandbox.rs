@@ -7,7 +7,7 @@ use std::time::Duration;
 use kubewasm::memory_host::MemoryHost;
 use kubewasm::reconciler::{Action, EventType, ObjectRef, ReconcileError, Reconciler};
 use kubewasm::sandbox::{
-    CacheOutcome, Limits, LoadError, LogRate, Sandbox, SandboxConfig, WasmPlugin,
+    CacheOutcome, Limits, LoadError, PluginOptions, Sandbox, SandboxConfig, WasmPlugin,
 };
 use kubewasm_tests::components::{contract_component, contract_wit, dummy_component};
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
@@ -19,7 +19,14 @@ fn sandbox() -> Arc<Sandbox> {
 
 async fn load(sandbox: &Arc<Sandbox>, bytes: Vec<u8>, limits: Limits) -> WasmPlugin {
     sandbox
-        .load("test", bytes, limits, LogRate::default())
+        .load(
+            "test",
+            bytes,
+            PluginOptions {
+                limits,
+                ..Default::default()
+            },
+        )
         .await
         .expect("the plugin loads")
         .0
@@ -324,7 +331,7 @@ async fn components_that_do_not_fit_the_contract_are_refused_with_their_reason()
         let sandbox = sandbox.clone();
         async move {
             sandbox
-                .load("bad", bytes, Limits::default(), LogRate::default())
+                .load("bad", bytes, PluginOptions::default())
                 .await
                 .expect_err("the component must be refused")
         }
@@ -384,7 +391,7 @@ async fn compiled_components_are_cached_on_disk_and_tampering_is_detected() {
     let bytes = test_guest_bytes("misbehave");
     let first = Sandbox::new(config.clone()).unwrap();
     let (_, outcome) = first
-        .load("a", bytes.clone(), Limits::default(), LogRate::default())
+        .load("a", bytes.clone(), PluginOptions::default())
         .await
         .unwrap();
     assert_eq!(outcome, CacheOutcome::Compiled);
@@ -392,7 +399,7 @@ async fn compiled_components_are_cached_on_disk_and_tampering_is_detected() {
     // A new sandbox (as after a restart) finds the artifact on disk.
     let second = Sandbox::new(config.clone()).unwrap();
     let (plugin, outcome) = second
-        .load("a", bytes.clone(), Limits::default(), LogRate::default())
+        .load("a", bytes.clone(), PluginOptions::default())
         .await
         .unwrap();
     assert_eq!(outcome, CacheOutcome::Hit);
@@ -410,7 +417,7 @@ async fn compiled_components_are_cached_on_disk_and_tampering_is_detected() {
     }
     let third = Sandbox::new(config).unwrap();
     let (_, outcome) = third
-        .load("a", bytes, Limits::default(), LogRate::default())
+        .load("a", bytes, PluginOptions::default())
         .await
         .unwrap();
     assert_eq!(outcome, CacheOutcome::Compiled);

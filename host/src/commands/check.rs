@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use kubewasm::sandbox::{
-    CONTRACT_VERSION, Limits, LoadError, LogRate, PACKAGE, Sandbox, SandboxConfig,
+    CONTRACT_VERSION, LoadError, PACKAGE, PluginOptions, Sandbox, SandboxConfig,
 };
 
 /// Exit status for each way a file can fail the check, so that scripts can tell them
@@ -43,11 +43,7 @@ pub async fn run(file: &Path, sandbox_config: SandboxConfig) -> anyhow::Result<E
         .unwrap_or("plugin")
         .to_string();
     let loaded = match std::fs::read(file) {
-        Ok(bytes) => {
-            sandbox
-                .load(&name, bytes, Limits::default(), LogRate::default())
-                .await
-        }
+        Ok(bytes) => sandbox.load(&name, bytes, PluginOptions::default()).await,
         Err(err) => Err(LoadError::Io(err)),
     };
     match loaded {

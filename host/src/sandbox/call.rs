@@ -9,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
+use super::CallObserver;
 use super::bindings::ReconcilerPre;
 use super::guest_log::PluginLog;
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
@@ -77,10 +78,35 @@ pub struct CallSetup<'a> {
     pub log: &'a Arc<PluginLog>,
     /// The host imports for this call.
     pub host: Arc<dyn HostCalls>,
+    /// Told how each call went.
+    pub observer: Option<&'a Arc<dyn CallObserver>>,
 }
 
-/// Runs one export in a fresh instance.
+/// Runs one export in a fresh instance, and tells the observer how it went.
 pub async fn call(setup: CallSetup<'_>, export: Export<'_>) -> Result<Returned, ReconcileError> {
+    let started = Instant::now();
+    let observer = setup.observer.cloned();
+    let plugin = setup.log.clone();
+    let (result, fuel_used) = run(setup, export).await;
+    if let Some(observer) = observer {
+        let outcome = match &result {
+            Ok(Returned::Reconciled(Err(_))) => "reported",
+            Ok(_) => "ok",
+            Err(err) => err.kind(),
+        };
+        observer.call_finished(plugin.plugin(), started.elapsed(), outcome, fuel_used);
+        let dropped = plugin.take_dropped_since_report();
+        if dropped > 0 {
+            observer.log_lines_dropped(plugin.plugin(), dropped);
+        }
+    }
+    result
+}
+
+async fn run(
+    setup: CallSetup<'_>,
+    export: Export<'_>,
+) -> (Result<Returned, ReconcileError>, Option<u64>) {
     let subject = setup.host.subject();
     let stderr_tail = StderrTail::default();
     let state = CallState {
@@ -95,9 +121,12 @@ pub async fn call(setup: CallSetup<'_>, export: Export<'_>) -> Result<Returned, 
     store.limiter(|state| &mut state.limiter);
     if setup.fuel_enabled {
         let fuel = setup.limits.fuel.unwrap_or(u64::MAX);
-        store
-            .set_fuel(fuel)
-            .map_err(|err| ReconcileError::Host(format!("setting fuel: {err}")))?;
+        if let Err(err) = store.set_fuel(fuel) {
+            return (
+                Err(ReconcileError::Host(format!("setting fuel: {err}"))),
+                None,
+            );
+        }
     }
     let timeout = setup.limits.timeout;
     let started = Instant::now();
@@ -126,11 +155,16 @@ pub async fn call(setup: CallSetup<'_>, export: Export<'_>) -> Result<Returned, 
         };
         wasmtime::Result::Ok(returned)
     };
-    match tokio::time::timeout(timeout + OUTER_TIMEOUT_GRACE, run).await {
+    let result = match tokio::time::timeout(timeout + OUTER_TIMEOUT_GRACE, run).await {
         Ok(Ok(returned)) => Ok(returned),
         Ok(Err(err)) => Err(classify(err, &setup.limits, &stderr_tail)),
         Err(_) => Err(ReconcileError::Deadline { limit: timeout }),
-    }
+    };
+    let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
+        (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),
+        _ => None,
+    };
+    (result, fuel_used)
 }
 
 /// Turns a wasmtime error from instantiation or a call into the reason it failed.

@@ -37,6 +37,7 @@ pub struct PluginLog {
     bucket: Mutex<Bucket>,
     dropped_lines: AtomicU64,
     dropped_bytes: AtomicU64,
+    dropped_unreported: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -61,6 +62,7 @@ impl PluginLog {
             }),
             dropped_lines: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
+            dropped_unreported: AtomicU64::new(0),
         }
     }
 
@@ -77,6 +79,11 @@ impl PluginLog {
     /// Bytes dropped by the rate limit so far.
     pub fn dropped_bytes(&self) -> u64 {
         self.dropped_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Lines dropped since the last call of this method, for metrics.
+    pub fn take_dropped_since_report(&self) -> u64 {
+        self.dropped_unreported.swap(0, Ordering::Relaxed)
     }
 
     /// Emits one line about `object`, if the rate limit allows.
@@ -108,6 +115,7 @@ impl PluginLog {
             return true;
         }
         self.dropped_lines.fetch_add(1, Ordering::Relaxed);
+        self.dropped_unreported.fetch_add(1, Ordering::Relaxed);
         self.dropped_bytes.fetch_add(cost, Ordering::Relaxed);
         bucket.dropped_since_notice += 1;
         let notice_due = bucket

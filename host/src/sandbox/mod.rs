@@ -27,7 +27,7 @@ use call::{CallSetup, CallState, Export, Returned};
 pub use compile::{CacheOutcome, CompileCache, digest};
 pub use contract::{CONTRACT_VERSION, PACKAGE, PLUGIN_INTERFACE};
 pub use engine::{Allocator, EPOCH_TICK, EngineConfig};
-pub use guest_log::{LogRate, PluginLog};
+pub use guest_log::{LogRate, PluginLog, truncate};
 pub use limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits};
 
 /// Why a file could not be loaded as a plugin.
@@ -83,6 +83,42 @@ pub enum LoadError {
     /// `describe()` returned something unusable.
     #[error("describe() returned an invalid description: {0}")]
     InvalidDescription(String),
+}
+
+/// Told how every call into a plugin went, for metrics. The sandbox knows nothing of
+/// how they are exported.
+pub trait CallObserver: Send + Sync {
+    /// A call finished after `duration` with `outcome` (`ok`, `reported`, or a
+    /// [`ReconcileError::kind`]); `fuel_used` when the plugin has a fuel limit.
+    fn call_finished(
+        &self,
+        plugin: &str,
+        duration: std::time::Duration,
+        outcome: &'static str,
+        fuel_used: Option<u64>,
+    );
+    /// The plugin's log rate limit dropped `lines` lines.
+    fn log_lines_dropped(&self, plugin: &str, lines: u64);
+}
+
+/// How one plugin is run.
+#[derive(Clone, Default)]
+pub struct PluginOptions {
+    /// Limits on every call.
+    pub limits: Limits,
+    /// Rate limit of its log output.
+    pub log_rate: LogRate,
+    /// Told how each call went.
+    pub observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl std::fmt::Debug for PluginOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginOptions")
+            .field("limits", &self.limits)
+            .field("log_rate", &self.log_rate)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sandbox-wide settings.
@@ -156,21 +192,21 @@ impl Sandbox {
         self: &Arc<Self>,
         name: &str,
         bytes: Vec<u8>,
-        limits: Limits,
-        log_rate: LogRate,
+        options: PluginOptions,
     ) -> Result<(WasmPlugin, CacheOutcome), LoadError> {
         contract::check_header(&bytes)?;
         let digest = digest(&bytes);
         let (prepared, outcome) = self.prepare(bytes.into(), &digest).await?;
-        let log = Arc::new(PluginLog::new(name, log_rate));
+        let log = Arc::new(PluginLog::new(name, options.log_rate));
         let returned = call::call(
             CallSetup {
                 engine: &self.engine,
                 pre: &prepared.pre,
-                limits,
+                limits: options.limits,
                 fuel_enabled: self.fuel_enabled,
                 log: &log,
                 host: Arc::new(validate::NoKubernetes),
+                observer: None,
             },
             Export::Describe,
         )
@@ -187,7 +223,7 @@ impl Sandbox {
                 digest,
                 prepared,
                 description,
-                limits,
+                options,
                 log,
             },
             outcome,
@@ -242,7 +278,7 @@ pub struct WasmPlugin {
     digest: String,
     prepared: Arc<Prepared>,
     description: Description,
-    limits: Limits,
+    options: PluginOptions,
     log: Arc<PluginLog>,
 }
 
@@ -252,7 +288,7 @@ impl std::fmt::Debug for WasmPlugin {
             .field("name", &self.name)
             .field("digest", &self.digest)
             .field("description", &self.description)
-            .field("limits", &self.limits)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
@@ -270,7 +306,7 @@ impl WasmPlugin {
 
     /// Its limits.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.options.limits
     }
 
     /// Its log sink (for the dropped-line counters).
@@ -287,10 +323,11 @@ impl WasmPlugin {
             CallSetup {
                 engine: &self.sandbox.engine,
                 pre: &self.prepared.pre,
-                limits: self.limits,
+                limits: self.options.limits,
                 fuel_enabled: self.sandbox.fuel_enabled,
                 log: &self.log,
                 host,
+                observer: self.options.observer.as_ref(),
             },
             export,
         )

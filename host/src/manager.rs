@@ -1,0 +1,141 @@
+//! The assembled host: sandbox, runtime, the plugins directory, and the metrics and
+//! probe servers, started and stopped together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::metrics::Metrics;
+use crate::ops::server;
+use crate::plugins::PluginDir;
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// Everything the manager is configured with.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// The plugins directory.
+    pub plugins_dir: PathBuf,
+    /// Sandbox settings.
+    pub sandbox: SandboxConfig,
+    /// Runtime settings.
+    pub runtime: RuntimeOptions,
+    /// Where to serve `/metrics`; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where to serve `/healthz` and `/readyz`; `None` serves nothing.
+    pub probe_addr: Option<SocketAddr>,
+}
+
+/// A running host.
+pub struct Manager {
+    sandbox: Arc<Sandbox>,
+    runtime: Arc<Runtime>,
+    plugins: Arc<PluginDir>,
+    metrics: Arc<Metrics>,
+    servers: CancellationToken,
+    server_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("plugins", &self.plugins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// Starts the servers, then every plugin of the directory.
+    pub async fn start(kube_config: kube::Config, options: ManagerOptions) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            options.plugins_dir.is_dir(),
+            "the plugins directory {} does not exist",
+            options.plugins_dir.display()
+        );
+        let metrics = Arc::new(Metrics::new());
+        let sandbox = Sandbox::new(options.sandbox.clone())?;
+        let runtime = Runtime::new(kube_config, options.runtime.clone(), metrics.clone())
+            .context("connecting to the API server")?;
+        let plugins = Arc::new(PluginDir::new(
+            &options.plugins_dir,
+            sandbox.clone(),
+            runtime.clone(),
+            metrics.clone(),
+        ));
+        let servers = CancellationToken::new();
+        let mut server_tasks = Vec::new();
+        if let Some(addr) = options.metrics_addr {
+            let listener = server::bind(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            let stop = servers.clone().cancelled_owned();
+            let metrics = metrics.clone();
+            server_tasks.push(tokio::spawn(async move {
+                if let Err(err) = server::serve_metrics(listener, metrics, stop).await {
+                    tracing::error!("metrics server failed: {err}");
+                }
+            }));
+        }
+        if let Some(addr) = options.probe_addr {
+            let listener = server::bind(addr)
+                .await
+                .with_context(|| format!("serving probes on {addr}"))?;
+            let stop = servers.clone().cancelled_owned();
+            let runtime = runtime.clone();
+            server_tasks.push(tokio::spawn(async move {
+                if let Err(err) =
+                    server::serve_probes(listener, move || runtime.ready(), stop).await
+                {
+                    tracing::error!("probe server failed: {err}");
+                }
+            }));
+        }
+        plugins.load_all().await.with_context(|| {
+            format!(
+                "reading the plugins directory {}",
+                options.plugins_dir.display()
+            )
+        })?;
+        Ok(Self {
+            sandbox,
+            runtime,
+            plugins,
+            metrics,
+            servers,
+            server_tasks,
+        })
+    }
+
+    /// The sandbox.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The plugins directory.
+    pub fn plugins(&self) -> &Arc<PluginDir> {
+        &self.plugins
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops taking work, lets running reconciles finish (bounded by the runtime's
+    /// shutdown grace), then stops the servers.
+    pub async fn shutdown(self) {
+        self.runtime.shutdown().await;
+        self.servers.cancel();
+        for task in self.server_tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Operations: metrics, health probes and their HTTP servers.
+
+pub mod metrics;
+pub mod server;

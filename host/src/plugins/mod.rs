@@ -1,0 +1,229 @@
+//! The plugins directory: every `NAME.wasm` with its grant `NAME.yaml` is loaded into
+//! the sandbox and run by the runtime. Nothing is granted by default: a plugin without
+//! a grant file does not run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::grant::{Grant, GrantError};
+use crate::ops::metrics::{Metrics, ReloadLabels};
+use crate::reconciler::Reconciler;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
+
+/// Why a plugin could not be (re)loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file name does not make a plugin name.
+    #[error("{0:?} is not a plugin name: use lowercase letters, digits and '-' (at most 63)")]
+    InvalidName(String),
+    /// No grant file: nothing is granted by default.
+    #[error("no grant file {0}: nothing is granted by default, so the plugin is not started")]
+    MissingGrant(PathBuf),
+    /// The grant is invalid.
+    #[error("invalid grant: {0}")]
+    Grant(#[from] GrantError),
+    /// The component is not a valid plugin.
+    #[error("{file}: {source}")]
+    Load {
+        /// The component file.
+        file: PathBuf,
+        /// Why.
+        source: LoadError,
+    },
+    /// The runtime could not run it.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A plugin as loaded from the directory.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// sha256 of its component.
+    pub digest: String,
+    /// Its grant.
+    pub grant: Grant,
+    /// Whether the compiled component came from the cache.
+    pub cache: CacheOutcome,
+}
+
+/// The plugins of one directory, as running in the runtime.
+pub struct PluginDir {
+    dir: PathBuf,
+    sandbox: Arc<Sandbox>,
+    runtime: Arc<Runtime>,
+    metrics: Arc<Metrics>,
+    loaded: Mutex<BTreeMap<String, Loaded>>,
+}
+
+impl std::fmt::Debug for PluginDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginDir")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `name` can name a plugin (it becomes a field manager and a metric label).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+impl PluginDir {
+    /// The plugins of `dir`, to be run by `runtime` in `sandbox`.
+    pub fn new(
+        dir: &Path,
+        sandbox: Arc<Sandbox>,
+        runtime: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            sandbox,
+            runtime,
+            metrics,
+            loaded: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The component file of plugin `name`.
+    pub fn wasm_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.wasm"))
+    }
+
+    /// The grant file of plugin `name`.
+    pub fn grant_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.yaml"))
+    }
+
+    /// Names of the `.wasm` files in the directory.
+    pub fn scan(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "wasm")
+                && let Some(stem) = path.file_stem().and_then(|stem| stem.to_str())
+            {
+                names.push(stem.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Loads every plugin of the directory; a plugin that fails is logged and left out.
+    pub async fn load_all(&self) -> std::io::Result<()> {
+        for name in self.scan()? {
+            if let Err(err) = self.load(&name).await {
+                tracing::error!(plugin = %name, "not started: {err}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Plugins running, with what they were loaded from.
+    pub async fn loaded(&self) -> BTreeMap<String, Loaded> {
+        self.loaded.lock().await.clone()
+    }
+
+    /// Loads plugin `name` from its files: starts it, or if it runs already, replaces
+    /// it in place. On any failure a running version keeps serving.
+    pub async fn load(&self, name: &str) -> Result<(), PluginError> {
+        if !valid_name(name) {
+            return Err(PluginError::InvalidName(name.to_string()));
+        }
+        let mut loaded = self.loaded.lock().await;
+        let reload = loaded.contains_key(name);
+        let result = self.load_locked(name, reload).await;
+        match &result {
+            Ok(plugin) => {
+                if reload {
+                    self.count_reload(name, "ok");
+                    tracing::info!(plugin = name, digest = %plugin.digest, "plugin reloaded");
+                }
+                loaded.insert(name.to_string(), plugin.clone());
+            }
+            Err(err) if reload => {
+                self.count_reload(name, "error");
+                tracing::error!(
+                    plugin = name,
+                    "reload failed, the running version keeps serving: {err}"
+                );
+            }
+            Err(_) => {}
+        }
+        result.map(|_| ())
+    }
+
+    async fn load_locked(&self, name: &str, reload: bool) -> Result<Loaded, PluginError> {
+        let grant_path = self.grant_path(name);
+        if !grant_path.exists() {
+            return Err(PluginError::MissingGrant(grant_path));
+        }
+        let grant = Grant::load(&grant_path)?;
+        let wasm_path = self.wasm_path(name);
+        let load_error = |source| PluginError::Load {
+            file: wasm_path.clone(),
+            source,
+        };
+        let bytes = std::fs::read(&wasm_path).map_err(|err| load_error(LoadError::Io(err)))?;
+        let observer: Arc<dyn crate::sandbox::CallObserver> = self.metrics.clone();
+        let options = PluginOptions {
+            limits: grant.limits.sandbox(),
+            log_rate: LogRate::default(),
+            observer: Some(observer),
+        };
+        let (plugin, cache) = self
+            .sandbox
+            .load(name, bytes, options)
+            .await
+            .map_err(load_error)?;
+        let digest = plugin.digest().to_string();
+        let reconciler: Arc<dyn Reconciler> = Arc::new(plugin);
+        if reload {
+            self.runtime
+                .update_plugin(name, reconciler, grant.clone())
+                .await?;
+        } else {
+            self.runtime
+                .start_plugin(name, reconciler, grant.clone())
+                .await?;
+        }
+        Ok(Loaded {
+            digest,
+            grant,
+            cache,
+        })
+    }
+
+    /// Stops plugin `name` (its files are gone).
+    pub async fn unload(&self, name: &str) -> Result<(), PluginError> {
+        self.loaded.lock().await.remove(name);
+        self.runtime.stop_plugin(name).await?;
+        Ok(())
+    }
+
+    fn count_reload(&self, name: &str, result: &'static str) {
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels {
+                plugin: name.to_string(),
+                result,
+            })
+            .inc();
+    }
+}

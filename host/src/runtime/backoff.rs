@@ -1,0 +1,147 @@
+//! When to reconcile an object again: after success, a random 40-60 minutes; after
+//! failure, per-object exponential backoff, random in [1, 2) s on the first failure,
+//! doubling up to [128, 256) s, and reset by a success.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+/// The first failure's delay is random in [FIRST, 2 * FIRST).
+const FIRST: Duration = Duration::from_secs(1);
+/// Doublings after which the delay stops growing: [128, 256) s.
+const MAX_DOUBLINGS: u32 = 7;
+/// A failure record older than this is forgotten (its object was deleted or fixed
+/// without a successful reconcile we saw).
+const FORGET_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Resync after success: random in [SUCCESS_MIN, SUCCESS_MAX).
+const SUCCESS_MIN: Duration = Duration::from_secs(40 * 60);
+const SUCCESS_MAX: Duration = Duration::from_secs(60 * 60);
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// Per-object failure counts, keyed by object UID.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+impl Backoff {
+    /// Records a failure of `uid` and returns how long to wait before retrying.
+    pub fn on_failure(&self, uid: &str) -> Duration {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().expect("backoff poisoned");
+        failures.retain(|_, record| now.duration_since(record.last) < FORGET_AFTER);
+        let record = failures.entry(uid.to_string()).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        let base = FIRST * 2u32.pow(record.count.min(MAX_DOUBLINGS));
+        record.count = record.count.saturating_add(1);
+        record.last = now;
+        jitter(base, base * 2)
+    }
+
+    /// Forgets `uid`'s failures after a success.
+    pub fn on_success(&self, uid: &str) {
+        self.failures.lock().expect("backoff poisoned").remove(uid);
+    }
+
+    /// Consecutive failures recorded for `uid`.
+    pub fn failures(&self, uid: &str) -> u32 {
+        self.failures
+            .lock()
+            .expect("backoff poisoned")
+            .get(uid)
+            .map(|record| record.count)
+            .unwrap_or(0)
+    }
+}
+
+/// The default delay after a success.
+pub fn after_success() -> Duration {
+    jitter(SUCCESS_MIN, SUCCESS_MAX)
+}
+
+/// Uniformly random in [low, high).
+fn jitter(low: Duration, high: Duration) -> Duration {
+    rand::rng().random_range(low..high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sleeps through `failures` consecutive failures on tokio's paused clock and
+    /// returns the time each retry fired at.
+    async fn retries(backoff: &Backoff, uid: &str, failures: u32) -> Vec<Duration> {
+        let start = Instant::now();
+        let mut fired = Vec::new();
+        for _ in 0..failures {
+            tokio::time::sleep(backoff.on_failure(uid)).await;
+            fired.push(start.elapsed());
+        }
+        fired
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_double_from_one_second_to_a_ceiling_of_128_to_256() {
+        let backoff = Backoff::default();
+        for _ in 0..50 {
+            let fired = retries(&backoff, "uid", 10).await;
+            let mut previous = Duration::ZERO;
+            for (attempt, at) in fired.into_iter().enumerate() {
+                let base = 2u64.pow((attempt as u32).min(7));
+                let delay = at - previous;
+                assert!(
+                    delay >= Duration::from_secs(base) && delay < Duration::from_secs(2 * base),
+                    "retry {attempt} after {delay:?}, expected [{base}, {}) s",
+                    2 * base
+                );
+                previous = at;
+            }
+            backoff.on_success("uid");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_resets_and_objects_back_off_independently() {
+        let backoff = Backoff::default();
+        retries(&backoff, "a", 5).await;
+        assert_eq!(backoff.failures("a"), 5);
+        let b = backoff.on_failure("b");
+        assert!(
+            b >= Duration::from_secs(1) && b < Duration::from_secs(2),
+            "{b:?}"
+        );
+        backoff.on_success("a");
+        let a = backoff.on_failure("a");
+        assert!(
+            a >= Duration::from_secs(1) && a < Duration::from_secs(2),
+            "{a:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_are_forgotten() {
+        let backoff = Backoff::default();
+        retries(&backoff, "gone", 4).await;
+        tokio::time::sleep(FORGET_AFTER).await;
+        backoff.on_failure("other");
+        assert_eq!(backoff.failures("gone"), 0);
+    }
+
+    #[test]
+    fn success_requeues_between_40_and_60_minutes() {
+        for _ in 0..1000 {
+            let delay = after_success();
+            assert!(delay >= SUCCESS_MIN && delay < SUCCESS_MAX, "{delay:?}");
+        }
+    }
+}

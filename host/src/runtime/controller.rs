@@ -1,0 +1,306 @@
+//! One plugin's controller over one watch: kube-runtime's Controller schedules (no two
+//! reconciles of one object at once, deduplication, requeues), the finalizer step is
+//! kube-runtime's finalizer helper, and each reconcile waits for one of the plugin's
+//! concurrency slots before it calls the plugin.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::{self, Action as KubeAction, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent};
+use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff;
+use super::host_calls::KubeHostCalls;
+use super::plugin::{PluginShared, PluginVersion};
+use super::watches::SharedWatch;
+use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
+use crate::reconciler::{Action, ReconcileError};
+
+/// Why one reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileFailure {
+    /// The plugin failed.
+    #[error("plugin {0}")]
+    Plugin(#[source] ReconcileError),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl ReconcileFailure {
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Plugin(err) => err.retry_after(),
+            Self::Finalizer(_) => None,
+        }
+    }
+}
+
+impl From<finalizer::Error<ReconcileError>> for ReconcileFailure {
+    fn from(err: finalizer::Error<ReconcileError>) -> Self {
+        match err {
+            finalizer::Error::ApplyFailed(err) | finalizer::Error::CleanupFailed(err) => {
+                Self::Plugin(err)
+            }
+            other => Self::Finalizer(other.to_string()),
+        }
+    }
+}
+
+/// A running controller of one plugin over one watch.
+pub struct ScopeController {
+    /// Holds the shared watch open for as long as the controller runs.
+    _watch: Arc<SharedWatch>,
+    requeue_all: mpsc::UnboundedSender<()>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScopeController {
+    /// Starts a controller of `plugin` over `watch`. It stops taking new work when
+    /// `shutdown` is cancelled and ends once running reconciles have finished.
+    pub fn spawn(
+        plugin: Arc<PluginShared>,
+        watch: Arc<SharedWatch>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (requeue_all, requeue_rx) = mpsc::unbounded_channel();
+        let resource = watch.key().resource.clone();
+        let controller =
+            Controller::for_shared_stream_with(watch.subscribe(), watch.store().clone(), resource)
+                .reconcile_all_on(UnboundedReceiverStream::new(requeue_rx))
+                .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        let scope = watch.key().to_string();
+        let name = plugin.name.clone();
+        let task = tokio::spawn(async move {
+            controller
+                .run(reconcile, error_policy, plugin)
+                .for_each(|result| {
+                    match result {
+                        Ok(_) => {}
+                        // The object went away between being queued and being reconciled.
+                        Err(controller::Error::ObjectNotFound(object)) => {
+                            tracing::debug!(plugin = %name, %object, "object gone before its reconcile")
+                        }
+                        Err(controller::Error::ReconcilerFailed(err, object)) => {
+                            tracing::warn!(plugin = %name, object = %object, "reconcile failed: {err}")
+                        }
+                        Err(err) => tracing::warn!(plugin = %name, watch = %scope, "controller: {err}"),
+                    }
+                    std::future::ready(())
+                })
+                .await;
+        });
+        Self {
+            _watch: watch,
+            requeue_all,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Queues every object of its watch for a reconcile.
+    pub fn requeue_all(&self) {
+        let _ = self.requeue_all.send(());
+    }
+
+    /// Stops taking new work and waits for running reconciles to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        if let Err(err) = self.task.await
+            && err.is_panic()
+        {
+            tracing::error!("a controller task panicked: {err}");
+        }
+    }
+}
+
+fn subject_of(object: &DynamicObject) -> ObjectReference {
+    let types = object.types.clone().unwrap_or_default();
+    ObjectReference {
+        api_version: Some(types.api_version),
+        kind: Some(types.kind),
+        name: object.metadata.name.clone(),
+        namespace: object.metadata.namespace.clone(),
+        uid: object.metadata.uid.clone(),
+        resource_version: object.metadata.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+async fn call_plugin(
+    plugin: &Arc<PluginShared>,
+    version: &Arc<PluginVersion>,
+    object: &DynamicObject,
+    cleanup: bool,
+    requeue_requested: &AtomicBool,
+) -> Result<KubeAction, ReconcileError> {
+    let json = serde_json::to_string(object)
+        .map_err(|err| ReconcileError::Host(format!("serializing the object: {err}")))?;
+    let host = Arc::new(KubeHostCalls::new(
+        plugin.clone(),
+        version.clone(),
+        subject_of(object),
+    ));
+    let action = if cleanup {
+        version.reconciler.cleanup(&json, host).await?
+    } else {
+        version.reconciler.apply(&json, host).await?
+    };
+    Ok(match action {
+        Action::RequeueAfter(delay) => {
+            requeue_requested.store(true, Ordering::Relaxed);
+            KubeAction::requeue(delay)
+        }
+        Action::AwaitChange => KubeAction::await_change(),
+        Action::Default => KubeAction::requeue(backoff::after_success()),
+    })
+}
+
+/// Counts a gauge up for as long as it lives.
+struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn reconcile(
+    object: Arc<DynamicObject>,
+    plugin: Arc<PluginShared>,
+) -> Result<KubeAction, ReconcileFailure> {
+    let version = plugin.version.load_full();
+    let finalizer_name = version.reconciler.description().finalizer.clone();
+    if object.meta().deletion_timestamp.is_some() && finalizer_name.is_none() {
+        // A plugin without a finalizer never sees deleted objects.
+        return Ok(KubeAction::await_change());
+    }
+
+    let slots = plugin.slots.load_full();
+    let permit = {
+        let _waiting = GaugeGuard::new(
+            plugin
+                .metrics
+                .workqueue_depth
+                .get_or_create(&QueueLabels {
+                    name: plugin.name.clone(),
+                })
+                .clone(),
+        );
+        slots
+            .acquire_owned()
+            .await
+            .expect("plugin slots are never closed")
+    };
+    let _active = GaugeGuard::new(
+        plugin
+            .metrics
+            .active_workers
+            .get_or_create(&Metrics::controller(&plugin.name))
+            .clone(),
+    );
+    let started = Instant::now();
+    let requeue_requested = AtomicBool::new(false);
+    let result = match &finalizer_name {
+        Some(name) => {
+            let api: Api<DynamicObject> = match object.namespace() {
+                Some(namespace) => {
+                    Api::namespaced_with(version.client.clone(), &namespace, &version.kind.resource)
+                }
+                None => Api::all_with(version.client.clone(), &version.kind.resource),
+            };
+            finalizer::finalizer(&api, name, object.clone(), |event| async {
+                match event {
+                    FinalizerEvent::Apply(object) => {
+                        call_plugin(&plugin, &version, &object, false, &requeue_requested).await
+                    }
+                    FinalizerEvent::Cleanup(object) => {
+                        call_plugin(&plugin, &version, &object, true, &requeue_requested).await
+                    }
+                }
+            })
+            .await
+            .map_err(ReconcileFailure::from)
+        }
+        None => call_plugin(&plugin, &version, &object, false, &requeue_requested)
+            .await
+            .map_err(ReconcileFailure::Plugin),
+    };
+    drop(permit);
+
+    let controller_labels = Metrics::controller(&plugin.name);
+    plugin
+        .metrics
+        .reconcile_time
+        .get_or_create(&controller_labels)
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) if requeue_requested.load(Ordering::Relaxed) => "requeue_after",
+        Ok(_) => "success",
+        Err(_) => "error",
+    };
+    plugin
+        .metrics
+        .reconcile_total
+        .get_or_create(&ResultLabels {
+            controller: plugin.name.clone(),
+            result: outcome,
+        })
+        .inc();
+    match &result {
+        Ok(_) => {
+            if let Some(uid) = object.uid() {
+                plugin.backoff.on_success(&uid);
+            }
+        }
+        Err(err) => {
+            plugin
+                .metrics
+                .reconcile_errors
+                .get_or_create(&controller_labels)
+                .inc();
+            publish_failure(&plugin, &object, err).await;
+        }
+    }
+    result
+}
+
+async fn publish_failure(plugin: &PluginShared, object: &DynamicObject, err: &ReconcileFailure) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ReconcileFailed".to_string(),
+        note: Some(crate::sandbox::truncate(&format!("{}: {err}", plugin.name), 1024).to_string()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(publish) = plugin.recorder.publish(&event, &subject_of(object)).await {
+        tracing::debug!(plugin = %plugin.name, "could not record a failure event: {publish}");
+    }
+}
+
+fn error_policy(
+    object: Arc<DynamicObject>,
+    err: &ReconcileFailure,
+    plugin: Arc<PluginShared>,
+) -> KubeAction {
+    let uid = object.uid().unwrap_or_else(|| object.name_any());
+    let backoff = plugin.backoff.on_failure(&uid);
+    KubeAction::requeue(err.retry_after().unwrap_or(backoff))
+}

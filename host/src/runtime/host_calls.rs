@@ -1,0 +1,369 @@
+//! The host imports a plugin gets while it reconciles one object: reads from the shared
+//! stores or the API, writes to the API as the plugin's ServiceAccount, every call
+//! checked against the grant first.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::SelectorExt;
+use kube::runtime::events::{Event, EventType as KubeEventType};
+
+use super::access::{self, Request};
+use super::kinds::{KindError, ResolvedKind};
+use super::plugin::{PluginShared, PluginVersion};
+use crate::grant::Verb;
+use crate::reconciler::{EventType, HostCalls, HostError, ObjectRef};
+
+/// Longest Event reason and note the API server accepts.
+const MAX_REASON: usize = 128;
+const MAX_NOTE: usize = 1024;
+
+/// [`HostCalls`] for one reconcile of one object.
+pub struct KubeHostCalls {
+    plugin: Arc<PluginShared>,
+    version: Arc<PluginVersion>,
+    subject: ObjectReference,
+}
+
+impl KubeHostCalls {
+    /// Host calls for reconciling `subject` with `version` of `plugin`.
+    pub fn new(
+        plugin: Arc<PluginShared>,
+        version: Arc<PluginVersion>,
+        subject: ObjectReference,
+    ) -> Self {
+        Self {
+            plugin,
+            version,
+            subject,
+        }
+    }
+
+    async fn resolve(&self, api_version: &str, kind: &str) -> Result<ResolvedKind, HostError> {
+        self.plugin
+            .kinds
+            .resolve(api_version, kind)
+            .await
+            .map_err(|err| match err {
+                KindError::Unknown { .. } => HostError::NotFound(err.to_string()),
+                KindError::InvalidApiVersion(_) => HostError::Invalid(err.to_string()),
+                KindError::Discovery { .. } => HostError::Unavailable(err.to_string()),
+            })
+    }
+
+    /// The namespace a call on `kind` acts in: the given one, or for a namespaced
+    /// kind the reconciled object's.
+    fn namespace<'a>(&'a self, kind: &ResolvedKind, given: Option<&'a str>) -> Option<&'a str> {
+        if !kind.namespaced {
+            return None;
+        }
+        given.or(self.subject.namespace.as_deref())
+    }
+
+    fn check(&self, request: Request<'_>) -> Result<(), HostError> {
+        access::check(
+            &self.plugin.name,
+            &self.version.grant,
+            &self.plugin.metrics,
+            request,
+        )
+    }
+
+    fn api(&self, kind: &ResolvedKind, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(namespace) => {
+                Api::namespaced_with(self.version.client.clone(), namespace, &kind.resource)
+            }
+            None => Api::all_with(self.version.client.clone(), &kind.resource),
+        }
+    }
+
+    fn parse_object(json: &str) -> Result<DynamicObject, HostError> {
+        let object: DynamicObject = serde_json::from_str(json)
+            .map_err(|err| HostError::Invalid(format!("the object is not valid JSON: {err}")))?;
+        if object.types.is_none() {
+            return Err(HostError::Invalid(
+                "the object has no apiVersion and kind".into(),
+            ));
+        }
+        if object.metadata.name.is_none() {
+            return Err(HostError::Invalid("the object has no metadata.name".into()));
+        }
+        Ok(object)
+    }
+
+    /// Reads `kind` objects in one scope, from a store when one covers it.
+    async fn list_scope(
+        &self,
+        kind: &ResolvedKind,
+        namespace: Option<&str>,
+        selector: Option<&(String, kube::core::Selector)>,
+    ) -> Result<Vec<Arc<DynamicObject>>, HostError> {
+        for watch in self.plugin.watches.covering(&kind.resource, namespace) {
+            let same_selector =
+                watch.key().label_selector.as_deref() == selector.map(|(text, _)| text.as_str());
+            if watch.key().label_selector.is_some() && !same_selector {
+                continue;
+            }
+            let in_scope = |object: &DynamicObject| {
+                namespace
+                    .is_none_or(|namespace| object.metadata.namespace.as_deref() == Some(namespace))
+            };
+            let matches = |object: &DynamicObject| match selector {
+                Some((_, parsed)) if !same_selector => parsed.matches(
+                    object
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .unwrap_or(&Default::default()),
+                ),
+                _ => true,
+            };
+            return Ok(watch
+                .store()
+                .state_filter(|object| in_scope(object) && matches(object)));
+        }
+        let mut params = ListParams::default();
+        if let Some((text, _)) = selector {
+            params = params.labels(text);
+        }
+        let list = self
+            .api(kind, namespace)
+            .list(&params)
+            .await
+            .map_err(host_error)?;
+        Ok(list.items.into_iter().map(Arc::new).collect())
+    }
+}
+
+fn to_json(object: &DynamicObject) -> String {
+    let mut object = object.clone();
+    object.metadata.managed_fields = None;
+    serde_json::to_string(&object).expect("objects serialize")
+}
+
+/// The guest's view of an API error.
+pub fn host_error(err: kube::Error) -> HostError {
+    match err {
+        kube::Error::Api(status) => {
+            let message = status.message.clone();
+            match status.code {
+                404 => HostError::NotFound(message),
+                403 | 401 => HostError::Forbidden(message),
+                409 => HostError::Conflict(message),
+                400 | 422 => HostError::Invalid(message),
+                429 | 500..=599 => HostError::Unavailable(message),
+                _ => HostError::Other(message),
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::HttpError(_) => {
+            HostError::Unavailable(err.to_string())
+        }
+        other => HostError::Other(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl HostCalls for KubeHostCalls {
+    async fn get(&self, target: ObjectRef) -> Result<String, HostError> {
+        let kind = self.resolve(&target.api_version, &target.kind).await?;
+        let namespace = self.namespace(&kind, target.namespace.as_deref());
+        self.check(Request {
+            kind: &kind,
+            verb: Verb::Get,
+            namespace,
+            name: Some(&target.name),
+            subresource: None,
+        })?;
+        for watch in self.plugin.watches.covering(&kind.resource, namespace) {
+            if let Some(object) = watch.get(namespace, &target.name) {
+                return Ok(to_json(&object));
+            }
+            if watch.key().label_selector.is_none() {
+                return Err(HostError::NotFound(format!(
+                    "{} {} not found",
+                    kind.resource.kind, target.name
+                )));
+            }
+        }
+        let object = self
+            .api(&kind, namespace)
+            .get(&target.name)
+            .await
+            .map_err(host_error)?;
+        Ok(to_json(&object))
+    }
+
+    async fn list(
+        &self,
+        api_version: String,
+        kind: String,
+        namespace: Option<String>,
+        label_selector: Option<String>,
+    ) -> Result<String, HostError> {
+        let kind = self.resolve(&api_version, &kind).await?;
+        let selector = label_selector
+            .map(|text| crate::selector::parse(&text).map(|parsed| (text, parsed)))
+            .transpose()
+            .map_err(|err| HostError::Invalid(err.to_string()))?;
+        let scopes: Vec<Option<String>> =
+            match (kind.namespaced, namespace, &self.version.grant.namespaces) {
+                (false, _, _) => vec![None],
+                (true, Some(namespace), _) => vec![Some(namespace)],
+                (true, None, None) => vec![None],
+                // "Every namespace the plugin may see": each granted one.
+                (true, None, Some(granted)) => granted
+                    .iter()
+                    .map(|ns| Some(ns.as_str().to_string()))
+                    .collect(),
+            };
+        let mut items = Vec::new();
+        for scope in &scopes {
+            self.check(Request {
+                kind: &kind,
+                verb: Verb::List,
+                namespace: scope.as_deref(),
+                name: None,
+                subresource: None,
+            })?;
+            items.extend(
+                self.list_scope(&kind, scope.as_deref(), selector.as_ref())
+                    .await?,
+            );
+        }
+        let items: Vec<serde_json::Value> = items
+            .iter()
+            .map(|object| serde_json::from_str(&to_json(object)).expect("serialized objects parse"))
+            .collect();
+        Ok(serde_json::Value::Array(items).to_string())
+    }
+
+    async fn apply(&self, object: String) -> Result<String, HostError> {
+        let object = Self::parse_object(&object)?;
+        let types = object.types.clone().expect("checked by parse_object");
+        let kind = self.resolve(&types.api_version, &types.kind).await?;
+        let namespace = self.namespace(&kind, object.metadata.namespace.as_deref());
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .expect("checked by parse_object");
+        self.check(Request {
+            kind: &kind,
+            verb: Verb::Patch,
+            namespace,
+            name: Some(&name),
+            subresource: None,
+        })?;
+        let params = PatchParams::apply(&self.plugin.field_manager).force();
+        let stored = self
+            .api(&kind, namespace)
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(host_error)?;
+        Ok(to_json(&stored))
+    }
+
+    async fn patch_status(&self, target: ObjectRef, status: String) -> Result<String, HostError> {
+        let kind = self.resolve(&target.api_version, &target.kind).await?;
+        let namespace = self.namespace(&kind, target.namespace.as_deref());
+        self.check(Request {
+            kind: &kind,
+            verb: Verb::Patch,
+            namespace,
+            name: Some(&target.name),
+            subresource: Some("status"),
+        })?;
+        let status: serde_json::Value = serde_json::from_str(&status)
+            .map_err(|err| HostError::Invalid(format!("status is not valid JSON: {err}")))?;
+        let params = PatchParams {
+            field_manager: Some(self.plugin.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        let stored = self
+            .api(&kind, namespace)
+            .patch_status(
+                &target.name,
+                &params,
+                &Patch::Merge(serde_json::json!({ "status": status })),
+            )
+            .await
+            .map_err(host_error)?;
+        Ok(to_json(&stored))
+    }
+
+    async fn create(&self, object: String) -> Result<String, HostError> {
+        let mut object = Self::parse_object(&object)?;
+        let types = object.types.clone().expect("checked by parse_object");
+        let kind = self.resolve(&types.api_version, &types.kind).await?;
+        let namespace = self
+            .namespace(&kind, object.metadata.namespace.as_deref())
+            .map(str::to_string);
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .expect("checked by parse_object");
+        self.check(Request {
+            kind: &kind,
+            verb: Verb::Create,
+            namespace: namespace.as_deref(),
+            name: Some(&name),
+            subresource: None,
+        })?;
+        object.metadata.namespace = namespace.clone();
+        let params = PostParams {
+            field_manager: Some(self.plugin.field_manager.clone()),
+            ..PostParams::default()
+        };
+        let stored = self
+            .api(&kind, namespace.as_deref())
+            .create(&params, &object)
+            .await
+            .map_err(host_error)?;
+        Ok(to_json(&stored))
+    }
+
+    async fn delete(&self, target: ObjectRef) -> Result<(), HostError> {
+        let kind = self.resolve(&target.api_version, &target.kind).await?;
+        let namespace = self.namespace(&kind, target.namespace.as_deref());
+        self.check(Request {
+            kind: &kind,
+            verb: Verb::Delete,
+            namespace,
+            name: Some(&target.name),
+            subresource: None,
+        })?;
+        self.api(&kind, namespace)
+            .delete(&target.name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+            .map_err(host_error)
+    }
+
+    async fn publish_event(&self, event_type: EventType, reason: String, note: String) {
+        let event = Event {
+            type_: match event_type {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: crate::sandbox::truncate(&reason, MAX_REASON).to_string(),
+            note: Some(crate::sandbox::truncate(&note, MAX_NOTE).to_string()),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(err) = self.plugin.recorder.publish(&event, &self.subject).await {
+            tracing::warn!(plugin = %self.plugin.name, "could not record an event: {err}");
+        }
+    }
+
+    fn subject(&self) -> String {
+        match &self.subject.namespace {
+            Some(namespace) => {
+                format!("{namespace}/{}", self.subject.name.as_deref().unwrap_or(""))
+            }
+            None => self.subject.name.clone().unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The native controller machinery, on kube-runtime: shared watches and stores, one
+//! controller per plugin and watch scope, the finalizer step, backoff, and the host
+//! imports served over the Kubernetes API.
+//!
+//! The runtime drives [`Reconciler`]s and knows nothing of wasmtime.
+
+mod access;
+pub mod backoff;
+mod controller;
+mod host_calls;
+mod kinds;
+mod plugin;
+mod watches;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::grant::Grant;
+use crate::ops::metrics::Metrics;
+use crate::reconciler::Reconciler;
+use controller::ScopeController;
+pub use host_calls::host_error;
+pub use kinds::{KindError, Kinds, ResolvedKind};
+use plugin::{PluginShared, PluginVersion};
+pub use watches::{WatchKey, Watches};
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Objects per page of a watch's initial list.
+    pub page_size: u32,
+    /// How long shutdown waits for running reconciles.
+    pub shutdown_grace: Duration,
+    /// Reported as the Events' reporting instance (default: the host name).
+    pub instance: Option<String>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            page_size: 500,
+            shutdown_grace: Duration::from_secs(30),
+            instance: None,
+        }
+    }
+}
+
+/// Why a plugin could not be started or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The watched kind could not be resolved.
+    #[error(transparent)]
+    Kind(#[from] KindError),
+    /// The grant and the watched kind do not fit together.
+    #[error("{0}")]
+    Scope(String),
+    /// A client for the plugin's identity could not be built.
+    #[error("building the plugin's client: {0}")]
+    Client(#[source] kube::Error),
+    /// The plugin is not running.
+    #[error("no plugin named {0} is running")]
+    NotRunning(String),
+    /// The plugin is running already.
+    #[error("plugin {0} is running already")]
+    AlreadyRunning(String),
+}
+
+struct RunningPlugin {
+    shared: Arc<PluginShared>,
+    controllers: Vec<ScopeController>,
+    watch_keys: Vec<WatchKey>,
+}
+
+/// The controller host: watches, controllers and the plugins they run.
+pub struct Runtime {
+    config: kube::Config,
+    client: kube::Client,
+    kinds: Arc<Kinds>,
+    watches: Arc<Watches>,
+    metrics: Arc<Metrics>,
+    recorder_reporter: Reporter,
+    options: RuntimeOptions,
+    shutdown: CancellationToken,
+    plugins: Mutex<HashMap<String, RunningPlugin>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime whose own identity (watches, discovery, Events) is `config`'s.
+    pub fn new(
+        config: kube::Config,
+        options: RuntimeOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, kube::Error> {
+        let client = kube::Client::try_from(config.clone())?;
+        Ok(Arc::new(Self {
+            kinds: Arc::new(Kinds::new(client.clone())),
+            watches: Arc::new(Watches::new(
+                client.clone(),
+                options.page_size,
+                metrics.clone(),
+            )),
+            recorder_reporter: Reporter {
+                controller: "kubewasm".into(),
+                instance: options.instance.clone(),
+            },
+            config,
+            client,
+            metrics,
+            options,
+            shutdown: CancellationToken::new(),
+            plugins: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The host's own client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether every watch has completed its initial list.
+    pub fn ready(&self) -> bool {
+        self.watches.all_synced()
+    }
+
+    /// Names of the running plugins.
+    pub async fn plugin_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.plugins.lock().await.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    async fn version(
+        &self,
+        name: &str,
+        reconciler: Arc<dyn Reconciler>,
+        grant: Grant,
+        generation: u64,
+    ) -> Result<(PluginVersion, Vec<WatchKey>), RuntimeError> {
+        let watch = reconciler.description().watch.clone();
+        let kind = self.kinds.resolve(&watch.api_version, &watch.kind).await?;
+        if !kind.namespaced && grant.is_namespaced() {
+            return Err(RuntimeError::Scope(format!(
+                "plugin {name} watches {}, which is cluster-scoped, but its grant names namespaces",
+                kind.resource.kind
+            )));
+        }
+        let scopes: Vec<Option<String>> = match (&grant.namespaces, kind.namespaced) {
+            (Some(namespaces), true) => namespaces
+                .iter()
+                .map(|ns| Some(ns.as_str().to_string()))
+                .collect(),
+            _ => vec![None],
+        };
+        let watch_keys = scopes
+            .into_iter()
+            .map(|namespace| WatchKey {
+                resource: kind.resource.clone(),
+                namespace,
+                label_selector: watch.label_selector.clone(),
+            })
+            .collect();
+        let client = match &grant.service_account {
+            Some(account) => {
+                let mut config = self.config.clone();
+                config.auth_info.impersonate = Some(account.username());
+                config.auth_info.impersonate_groups = Some(account.groups());
+                kube::Client::try_from(config).map_err(RuntimeError::Client)?
+            }
+            None => self.client.clone(),
+        };
+        Ok((
+            PluginVersion {
+                reconciler,
+                grant,
+                kind,
+                client,
+                generation,
+            },
+            watch_keys,
+        ))
+    }
+
+    /// Starts plugin `name`: one controller per watch scope of its grant.
+    pub async fn start_plugin(
+        &self,
+        name: &str,
+        reconciler: Arc<dyn Reconciler>,
+        grant: Grant,
+    ) -> Result<(), RuntimeError> {
+        let mut plugins = self.plugins.lock().await;
+        if plugins.contains_key(name) {
+            return Err(RuntimeError::AlreadyRunning(name.to_string()));
+        }
+        let (version, watch_keys) = self.version(name, reconciler, grant, 1).await?;
+        if version.grant.service_account.is_none() {
+            tracing::warn!(
+                plugin = name,
+                "no serviceAccount in the grant: the plugin's API calls use the host's own identity"
+            );
+        }
+        let concurrency = version.grant.limits.concurrency;
+        let shared = Arc::new(PluginShared {
+            name: name.to_string(),
+            version: ArcSwap::from_pointee(version),
+            field_manager: format!("kubewasm/{name}"),
+            kinds: self.kinds.clone(),
+            watches: self.watches.clone(),
+            recorder: Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
+            metrics: self.metrics.clone(),
+            slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
+            backoff: Default::default(),
+        });
+        self.metrics
+            .max_concurrent
+            .get_or_create(&Metrics::controller(name))
+            .set(concurrency.into());
+        let controllers = self.spawn_controllers(&shared, &watch_keys);
+        tracing::info!(
+            plugin = name,
+            watches = %watch_keys.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            concurrency,
+            "plugin started"
+        );
+        plugins.insert(
+            name.to_string(),
+            RunningPlugin {
+                shared,
+                controllers,
+                watch_keys,
+            },
+        );
+        self.metrics.plugins.set(plugins.len() as i64);
+        Ok(())
+    }
+
+    fn spawn_controllers(
+        &self,
+        shared: &Arc<PluginShared>,
+        keys: &[WatchKey],
+    ) -> Vec<ScopeController> {
+        keys.iter()
+            .map(|key| {
+                ScopeController::spawn(
+                    shared.clone(),
+                    self.watches.acquire(key.clone()),
+                    self.shutdown.child_token(),
+                )
+            })
+            .collect()
+    }
+
+    /// Replaces plugin `name`'s logic and grant atomically: reconciles already running
+    /// finish on the old version, new ones use the new. When the watched kind, selector
+    /// or namespaces changed, its controllers move to the new watches. Every object is
+    /// then requeued so that the new logic converges them.
+    pub async fn update_plugin(
+        &self,
+        name: &str,
+        reconciler: Arc<dyn Reconciler>,
+        grant: Grant,
+    ) -> Result<(), RuntimeError> {
+        let mut plugins = self.plugins.lock().await;
+        let running = plugins
+            .get_mut(name)
+            .ok_or_else(|| RuntimeError::NotRunning(name.to_string()))?;
+        let generation = running.shared.version.load().generation + 1;
+        let (version, watch_keys) = self.version(name, reconciler, grant, generation).await?;
+        let concurrency = version.grant.limits.concurrency;
+        if concurrency != running.shared.version.load().grant.limits.concurrency {
+            running
+                .shared
+                .slots
+                .store(Arc::new(Semaphore::new(concurrency.into())));
+            self.metrics
+                .max_concurrent
+                .get_or_create(&Metrics::controller(name))
+                .set(concurrency.into());
+        }
+        running.shared.version.store(Arc::new(version));
+        if watch_keys != running.watch_keys {
+            let new_controllers = self.spawn_controllers(&running.shared, &watch_keys);
+            let old = std::mem::replace(&mut running.controllers, new_controllers);
+            running.watch_keys = watch_keys;
+            for controller in old {
+                controller.stop().await;
+            }
+            tracing::info!(plugin = name, generation, "plugin moved to new watches");
+        }
+        for controller in &running.controllers {
+            controller.requeue_all();
+        }
+        tracing::info!(plugin = name, generation, "plugin updated");
+        Ok(())
+    }
+
+    /// Queues every object of plugin `name` for a reconcile.
+    pub async fn requeue_all(&self, name: &str) -> Result<(), RuntimeError> {
+        let plugins = self.plugins.lock().await;
+        let running = plugins
+            .get(name)
+            .ok_or_else(|| RuntimeError::NotRunning(name.to_string()))?;
+        for controller in &running.controllers {
+            controller.requeue_all();
+        }
+        Ok(())
+    }
+
+    /// Stops plugin `name`, letting its running reconciles finish.
+    pub async fn stop_plugin(&self, name: &str) -> Result<(), RuntimeError> {
+        let running = self
+            .plugins
+            .lock()
+            .await
+            .remove(name)
+            .ok_or_else(|| RuntimeError::NotRunning(name.to_string()))?;
+        for controller in running.controllers {
+            controller.stop().await;
+        }
+        self.metrics
+            .plugins
+            .set(self.plugins.lock().await.len() as i64);
+        tracing::info!(plugin = name, "plugin stopped");
+        Ok(())
+    }
+
+    /// Stops taking work and waits (at most the shutdown grace) for running reconciles.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let plugins: Vec<RunningPlugin> = self
+            .plugins
+            .lock()
+            .await
+            .drain()
+            .map(|(_, plugin)| plugin)
+            .collect();
+        let stopping = async {
+            for plugin in plugins {
+                for controller in plugin.controllers {
+                    controller.stop().await;
+                }
+            }
+        };
+        if tokio::time::timeout(self.options.shutdown_grace, stopping)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "reconciles still running after {:?}; shutting down without them",
+                self.options.shutdown_grace
+            );
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The state one running plugin shares across its controllers and calls.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use kube::runtime::events::Recorder;
+use tokio::sync::Semaphore;
+
+use super::backoff::Backoff;
+use super::kinds::{Kinds, ResolvedKind};
+use super::watches::Watches;
+use crate::grant::Grant;
+use crate::ops::metrics::Metrics;
+use crate::reconciler::Reconciler;
+
+/// One version of a plugin: its logic, its grant and what follows from them. Swapped
+/// whole on reload; calls in flight finish on the version they started with.
+pub struct PluginVersion {
+    /// The logic.
+    pub reconciler: Arc<dyn Reconciler>,
+    /// The grant.
+    pub grant: Grant,
+    /// The watched kind.
+    pub kind: ResolvedKind,
+    /// Client for its API calls (impersonating its ServiceAccount when granted one).
+    pub client: kube::Client,
+    /// Counts versions, starting at 1.
+    pub generation: u64,
+}
+
+impl std::fmt::Debug for PluginVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVersion")
+            .field("description", self.reconciler.description())
+            .field("grant", &self.grant)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a running plugin's controllers and host calls share.
+pub struct PluginShared {
+    /// The plugin's name.
+    pub name: String,
+    /// The version serving new calls.
+    pub version: ArcSwap<PluginVersion>,
+    /// Field manager for its writes: `kubewasm/<name>`.
+    pub field_manager: String,
+    /// Kind resolution.
+    pub kinds: Arc<Kinds>,
+    /// The shared watches (for reads from the stores).
+    pub watches: Arc<Watches>,
+    /// Events, recorded with the host's identity.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Its concurrency cap (resized on reload).
+    pub slots: ArcSwap<Semaphore>,
+    /// Per-object failure backoff.
+    pub backoff: Backoff,
+}
+
+impl std::fmt::Debug for PluginShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginShared")
+            .field("name", &self.name)
+            .field("version", &self.version.load())
+            .finish_non_exhaustive()
+    }
+}
