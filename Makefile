@@ -6,13 +6,13 @@ DEV_DIR ?= $(CURDIR)/target/dev-cluster
 
 .PHONY: dev test plugins prerequisites assets lint
 
-## Bring up a local control plane (etcd + kube-apiserver) and keep it in the foreground.
-dev: prerequisites assets
-	$(CARGO) run --release -p kubewasm -- cluster up --dir $(DEV_DIR)
+## Bring up a local control plane, build the example plugins and run the host on them.
+dev: prerequisites assets plugins
+	$(CARGO) run --release -p kubewasm -- dev --dir $(DEV_DIR) --plugins target/plugins
 
 ## Run every test: unit tests and integration tests against a real control plane.
 test: prerequisites assets plugins
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --no-fail-fast
 
 ## Build every plugin into target/plugins/ (NAME.wasm beside its grant NAME.yaml) and
 ## the test guests into target/test-plugins/.

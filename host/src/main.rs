@@ -34,6 +34,13 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Run a local control plane and the host on the example plugins, for development.
+    Dev {
+        #[command(flatten)]
+        dev: commands::dev::DevArgs,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
     /// Run the controller host on a directory of plugins.
     Run {
         #[command(flatten)]
@@ -97,6 +104,9 @@ async fn main() -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Check { file, sandbox } => commands::check::run(&file, sandbox.config()).await,
+        Command::Dev { dev, sandbox } => commands::dev::run(dev, sandbox.config())
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Run { run, sandbox } => commands::run::run(run, sandbox.config())
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,9 @@ impl Manager {
             metrics.clone(),
         ));
         let servers = CancellationToken::new();
+        // Not ready until every plugin of the directory has been tried and every watch
+        // they opened has synced.
+        let loaded = Arc::new(AtomicBool::new(false));
         let mut server_tasks = Vec::new();
         if let Some(addr) = options.metrics_addr {
             let listener = server::bind(addr)
@@ -85,10 +89,10 @@ impl Manager {
                 .with_context(|| format!("serving probes on {addr}"))?;
             let stop = servers.clone().cancelled_owned();
             let runtime = runtime.clone();
+            let loaded = loaded.clone();
+            let ready = move || loaded.load(Ordering::Acquire) && runtime.ready();
             server_tasks.push(tokio::spawn(async move {
-                if let Err(err) =
-                    server::serve_probes(listener, move || runtime.ready(), stop).await
-                {
+                if let Err(err) = server::serve_probes(listener, ready, stop).await {
                     tracing::error!("probe server failed: {err}");
                 }
             }));
@@ -99,6 +103,7 @@ impl Manager {
                 options.plugins_dir.display()
             )
         })?;
+        loaded.store(true, Ordering::Release);
         Ok(Self {
             sandbox,
             runtime,

@@ -17,6 +17,7 @@ use kube::{Api, Client, Config};
 use kubewasm::cluster::{ControlPlane, signal_group};
 
 pub mod components;
+pub mod host;
 pub mod native_mirror;
 pub mod plugins;
 pub mod wait;

@@ -2,4 +2,5 @@
 
 pub mod check;
 pub mod cluster;
+pub mod dev;
 pub mod run;

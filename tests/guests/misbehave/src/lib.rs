@@ -10,12 +10,15 @@ use std::io::Write;
 use std::time::Duration;
 
 use kubewasm_guest::k8s_openapi::api::core::v1::ConfigMap;
+use kubewasm_guest::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubewasm_guest::{Action, Error, Object, Reconciler, Result, events, kube, log};
 use serde::Deserialize;
 
 /// Just enough of a ConfigMap.
 #[derive(Deserialize)]
 pub struct Subject {
+    #[serde(default)]
+    metadata: ObjectMeta,
     #[serde(default)]
     data: BTreeMap<String, String>,
 }
@@ -108,7 +111,42 @@ fn behave(subject: &Subject) -> Result<Action> {
                 Err(err) => Err(Error::msg(format!("get failed: {err:?}"))),
             }
         }
+        "fail-times" => fail_times(subject),
         other => Err(Error::msg(format!("unknown behaviour {other:?}"))),
+    }
+}
+
+/// Fails until it has been called `data.times` times, counting calls in ConfigMap
+/// `<name>-attempts` (a fresh instance remembers nothing).
+fn fail_times(subject: &Subject) -> Result<Action> {
+    let times: u32 = subject.get("times").unwrap_or("1").parse()?;
+    let namespace = subject.metadata.namespace.as_deref();
+    let counter = format!(
+        "{}-attempts",
+        subject.metadata.name.as_deref().unwrap_or("")
+    );
+    let attempts: u32 = kube::get_opt::<ConfigMap>(namespace, &counter)?
+        .and_then(|cm| cm.data?.get("count")?.parse().ok())
+        .unwrap_or(0);
+    kube::apply(&ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(counter),
+            namespace: namespace.map(str::to_string),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "count".to_string(),
+            (attempts + 1).to_string(),
+        )])),
+        ..Default::default()
+    })?;
+    if attempts < times {
+        Err(Error::msg(format!(
+            "failing attempt {} of {times}",
+            attempts + 1
+        )))
+    } else {
+        Ok(Action::AwaitChange)
     }
 }
 

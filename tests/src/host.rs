@@ -1,0 +1,124 @@
+//! A kubewasm host running in the test process against the test control plane, on a
+//! plugins directory of its own.
+
+use std::path::{Path, PathBuf};
+
+use kubewasm::manager::{Manager, ManagerOptions};
+use kubewasm::runtime::RuntimeOptions;
+
+/// A plugin to put in the host's directory.
+#[derive(Debug, Clone)]
+pub struct PluginFiles {
+    /// `NAME` of `NAME.wasm` and `NAME.yaml`.
+    pub name: String,
+    /// The component.
+    pub wasm: Vec<u8>,
+    /// The grant, `None` for no grant file.
+    pub grant: Option<String>,
+}
+
+impl PluginFiles {
+    /// A plugin with a grant.
+    pub fn new(name: &str, wasm: Vec<u8>, grant: impl Into<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            wasm,
+            grant: Some(grant.into()),
+        }
+    }
+}
+
+/// A grant for ConfigMaps in `namespace` only, with everything allowed on them.
+pub fn config_map_grant(namespace: &str) -> String {
+    format!(
+        "namespaces: [{namespace}]\npermissions:\n  - apiGroups: [\"\"]\n    resources: [configmaps]\n    verbs: [\"*\"]\n"
+    )
+}
+
+/// A host and its plugins directory.
+pub struct TestHost {
+    dir: tempfile::TempDir,
+    manager: Option<Manager>,
+}
+
+impl TestHost {
+    /// Writes `plugins` into a fresh directory and starts a host on it.
+    pub async fn start(plugins: &[PluginFiles]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        for plugin in plugins {
+            write_plugin(dir.path(), plugin)?;
+        }
+        let mut host = Self { dir, manager: None };
+        host.restart().await?;
+        Ok(host)
+    }
+
+    /// Starts the host again on the same directory (after [`TestHost::stop`]).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        assert!(self.manager.is_none(), "the host is running");
+        let options = ManagerOptions {
+            plugins_dir: self.dir.path().to_path_buf(),
+            sandbox: crate::sandbox_config(),
+            runtime: RuntimeOptions::default(),
+            metrics_addr: None,
+            probe_addr: None,
+        };
+        self.manager = Some(Manager::start(crate::admin_config().await?, options).await?);
+        Ok(())
+    }
+
+    /// Stops the host gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(manager) = self.manager.take() {
+            manager.shutdown().await;
+        }
+    }
+
+    /// The running manager.
+    pub fn manager(&self) -> &Manager {
+        self.manager.as_ref().expect("the host is running")
+    }
+
+    /// The plugins directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Path of `NAME.wasm`.
+    pub fn wasm_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.wasm"))
+    }
+
+    /// The host's metrics, in the text format.
+    pub fn metrics(&self) -> String {
+        self.manager().metrics().encode()
+    }
+
+    /// The value of the sample `name{labels}` (labels exactly as encoded, e.g.
+    /// `controller="mirror",result="success"`), 0 when absent.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        metric_value(&self.metrics(), name, labels)
+    }
+}
+
+/// Writes a plugin's files into `dir`.
+pub fn write_plugin(dir: &Path, plugin: &PluginFiles) -> std::io::Result<()> {
+    std::fs::write(dir.join(format!("{}.wasm", plugin.name)), &plugin.wasm)?;
+    if let Some(grant) = &plugin.grant {
+        std::fs::write(dir.join(format!("{}.yaml", plugin.name)), grant)?;
+    }
+    Ok(())
+}
+
+/// The value of sample `name{labels}` in `text`, 0 when absent.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}

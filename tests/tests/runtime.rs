@@ -1,0 +1,195 @@
+//! The runtime on a real API server: backoff and recovery, shared watches, grants.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
+use kubewasm_tests::plugins::test_guest_bytes;
+use kubewasm_tests::{admin_client, test_namespace, wait};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn misbehave(name: &str, namespace: &str) -> PluginFiles {
+    PluginFiles::new(
+        name,
+        test_guest_bytes("misbehave"),
+        config_map_grant(namespace),
+    )
+}
+
+#[tokio::test]
+async fn a_plugin_that_fails_twice_backs_off_then_recovers() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "backoff").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let host = TestHost::start(&[misbehave("flaky", &namespace)]).await?;
+
+    let started = Instant::now();
+    api.create(
+        &PostParams::default(),
+        &config_map("subject", &[("behaviour", "fail-times"), ("times", "2")]),
+    )
+    .await?;
+    wait::until("the third attempt to succeed", WAIT, || async {
+        let count = api
+            .get_opt("subject-attempts")
+            .await?
+            .and_then(|cm| cm.data?.get("count").cloned());
+        let succeeded = host.metric(
+            "controller_runtime_reconcile_total",
+            "controller=\"flaky\",result=\"success\"",
+        );
+        Ok((count.as_deref() == Some("3") && succeeded >= 1.0).then_some(()))
+    })
+    .await?;
+    // Two failures: the first retry waits at least 1 s, the second at least 2 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "retried after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        host.metric(
+            "controller_runtime_reconcile_errors_total",
+            "controller=\"flaky\""
+        ),
+        2.0
+    );
+    assert_eq!(
+        host.metric(
+            "kubewasm_plugin_calls_total",
+            "plugin=\"flaky\",outcome=\"reported\""
+        ),
+        2.0
+    );
+
+    let events: Api<Event> = Api::namespaced(client, &namespace);
+    let failures = wait::until("the failures as Events on the object", WAIT, || async {
+        let failures: Vec<Event> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|event| {
+                event.reason.as_deref() == Some("ReconcileFailed")
+                    && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("subject")
+            })
+            .collect();
+        Ok((!failures.is_empty()).then_some(failures))
+    })
+    .await?;
+    let note = failures[0].note.clone().unwrap_or_default();
+    assert!(note.contains("failing attempt"), "{note}");
+    assert_eq!(failures[0].type_.as_deref(), Some("Warning"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_plugins_watching_config_maps_in_one_scope_share_one_watch() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "shared").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let host = TestHost::start(&[
+        misbehave("first", &namespace),
+        misbehave("second", &namespace),
+    ])
+    .await?;
+    assert_eq!(host.metric("kubewasm_watches", ""), 1.0);
+    assert_eq!(host.metric("kubewasm_plugins", ""), 2.0);
+
+    api.create(
+        &PostParams::default(),
+        &config_map("both", &[("behaviour", "ok")]),
+    )
+    .await?;
+    wait::until("both plugins to reconcile the object", WAIT, || async {
+        let first = host.metric(
+            "controller_runtime_reconcile_total",
+            "controller=\"first\",result=\"success\"",
+        );
+        let second = host.metric(
+            "controller_runtime_reconcile_total",
+            "controller=\"second\",result=\"success\"",
+        );
+        Ok((first >= 1.0 && second >= 1.0).then_some(()))
+    })
+    .await?;
+
+    let runtime = host.manager().runtime();
+    runtime.stop_plugin("second").await?;
+    assert_eq!(
+        host.metric("kubewasm_watches", ""),
+        1.0,
+        "the first plugin still holds the watch"
+    );
+    runtime.stop_plugin("first").await?;
+    assert_eq!(host.metric("kubewasm_watches", ""), 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn plugins_without_a_valid_grant_are_not_started() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "grants").await?;
+    let ungranted = PluginFiles {
+        name: "ungranted".into(),
+        wasm: test_guest_bytes("misbehave"),
+        grant: None,
+    };
+    let invalid = PluginFiles::new(
+        "invalid",
+        test_guest_bytes("misbehave"),
+        "limits: {memoryMiB: 0}\n",
+    );
+    let host = TestHost::start(&[ungranted, invalid, misbehave("granted", &namespace)]).await?;
+    assert_eq!(
+        host.manager().runtime().plugin_names().await,
+        vec!["granted".to_string()]
+    );
+
+    let plugins = host.manager().plugins();
+    let missing = plugins.load("ungranted").await.unwrap_err().to_string();
+    assert!(
+        missing.contains("no grant file") && missing.contains("ungranted.yaml"),
+        "{missing}"
+    );
+    let invalid = plugins.load("invalid").await.unwrap_err().to_string();
+    assert!(
+        invalid.contains("invalid.yaml:1:") && invalid.contains("memoryMiB"),
+        "{invalid}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_host_is_ready_once_its_watches_have_synced() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "ready").await?;
+    let host = TestHost::start(&[misbehave("ready", &namespace)]).await?;
+    let runtime = host.manager().runtime().clone();
+    wait::until("readiness", WAIT, || {
+        let runtime = runtime.clone();
+        async move { Ok(runtime.ready().then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
