@@ -27,5 +27,8 @@ fi
 
 if [[ $what == tests || $what == all ]]; then
   cp "$(rust_build misbehave)" "$test_out/misbehave.wasm"
-  echo "built $test_out/misbehave.wasm"
+  for version in v1 v2; do
+    cp "$(STAMP_VERSION=$version rust_build stamp)" "$test_out/stamp-$version.wasm"
+  done
+  echo "built $test_out/misbehave.wasm, $test_out/stamp-v1.wasm, $test_out/stamp-v2.wasm"
 fi

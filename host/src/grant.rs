@@ -10,6 +10,7 @@
 //!     resources: [configmaps]
 //!     verbs: [get, list, watch, create, update, patch, delete]
 //! limits: {memoryMiB: 64, timeoutMs: 1000, concurrency: 4}
+//! drain: false                   # true: cleanup everywhere, remove the finalizer, stop applying
 //! ```
 
 use std::path::Path;
@@ -69,6 +70,10 @@ pub struct Grant {
     /// Limits on every call and on concurrency.
     #[serde(default)]
     pub limits: GrantLimits,
+    /// Retire the plugin: run `cleanup` on every object carrying its finalizer and
+    /// remove the finalizer; never call `apply`.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// A namespace name (an RFC 1123 label).

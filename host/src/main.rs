@@ -72,6 +72,10 @@ struct SandboxArgs {
     /// Do not cache precompiled components on disk.
     #[arg(long, conflicts_with = "compile_cache")]
     no_compile_cache: bool,
+    /// Meter fuel, so that grants may limit it (costs every plugin about a fifth more
+    /// compile and run time).
+    #[arg(long, env = "KUBEWASM_FUEL")]
+    fuel: bool,
 }
 
 impl SandboxArgs {
@@ -79,6 +83,7 @@ impl SandboxArgs {
         SandboxConfig {
             engine: EngineConfig {
                 allocator: self.allocator,
+                fuel: self.fuel,
                 ..EngineConfig::default()
             },
             cache_dir: if self.no_compile_cache {

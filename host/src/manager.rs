@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ops::metrics::Metrics;
 use crate::ops::server;
-use crate::plugins::PluginDir;
+use crate::plugins::{self, PluginDir, ReloadOptions};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
@@ -28,6 +28,8 @@ pub struct ManagerOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Where to serve `/healthz` and `/readyz`; `None` serves nothing.
     pub probe_addr: Option<SocketAddr>,
+    /// Watch the plugins directory and apply changes; `None` loads it once.
+    pub reload: Option<ReloadOptions>,
 }
 
 /// A running host.
@@ -104,6 +106,12 @@ impl Manager {
             )
         })?;
         loaded.store(true, Ordering::Release);
+        if let Some(reload) = options.reload {
+            server_tasks.push(
+                plugins::watch(plugins.clone(), reload, servers.clone())
+                    .context("watching the plugins directory")?,
+            );
+        }
         Ok(Self {
             sandbox,
             runtime,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kubewasm::manager::{Manager, ManagerOptions};
+use kubewasm::plugins::ReloadOptions;
 use kubewasm::runtime::RuntimeOptions;
 
 /// A plugin to put in the host's directory.
@@ -38,17 +39,30 @@ pub fn config_map_grant(namespace: &str) -> String {
 /// A host and its plugins directory.
 pub struct TestHost {
     dir: tempfile::TempDir,
+    sandbox: kubewasm::sandbox::SandboxConfig,
     manager: Option<Manager>,
 }
 
 impl TestHost {
     /// Writes `plugins` into a fresh directory and starts a host on it.
     pub async fn start(plugins: &[PluginFiles]) -> anyhow::Result<Self> {
+        Self::start_with(plugins, crate::sandbox_config()).await
+    }
+
+    /// [`TestHost::start`] with sandbox settings of its own.
+    pub async fn start_with(
+        plugins: &[PluginFiles],
+        sandbox: kubewasm::sandbox::SandboxConfig,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         for plugin in plugins {
             write_plugin(dir.path(), plugin)?;
         }
-        let mut host = Self { dir, manager: None };
+        let mut host = Self {
+            dir,
+            sandbox,
+            manager: None,
+        };
         host.restart().await?;
         Ok(host)
     }
@@ -58,10 +72,11 @@ impl TestHost {
         assert!(self.manager.is_none(), "the host is running");
         let options = ManagerOptions {
             plugins_dir: self.dir.path().to_path_buf(),
-            sandbox: crate::sandbox_config(),
+            sandbox: self.sandbox.clone(),
             runtime: RuntimeOptions::default(),
             metrics_addr: None,
             probe_addr: None,
+            reload: Some(ReloadOptions::default()),
         };
         self.manager = Some(Manager::start(crate::admin_config().await?, options).await?);
         Ok(())

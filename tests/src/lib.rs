@@ -18,6 +18,7 @@ use kubewasm::cluster::{ControlPlane, signal_group};
 
 pub mod components;
 pub mod host;
+pub mod logs;
 pub mod native_mirror;
 pub mod plugins;
 pub mod wait;
@@ -115,13 +116,21 @@ fn fast_temp_dir() -> PathBuf {
     }
 }
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+/// Logs to the test output (`RUST_LOG`, default `warn`) and captures warnings and
+/// errors for [`logs::matching`].
+pub fn init_tracing() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .with_filter(filter),
         )
-        .with_test_writer()
+        .with(logs::CaptureLayer.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
         .try_init();
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use kubewasm::cluster::ControlPlane;
 use kubewasm::manager::{Manager, ManagerOptions};
+use kubewasm::plugins::ReloadOptions;
 use kubewasm::runtime::RuntimeOptions;
 use kubewasm::sandbox::SandboxConfig;
 
@@ -36,6 +37,12 @@ pub struct DevArgs {
     /// Address of the /healthz and /readyz probes.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub probe_addr: SocketAddr,
+    /// Plugin sources: a change under this directory runs the build command.
+    #[arg(long, default_value = "plugins")]
+    pub sources: PathBuf,
+    /// Builds the plugins into the plugins directory; empty turns rebuilding off.
+    #[arg(long, default_value = "scripts/build-plugins.sh examples")]
+    pub build_command: String,
 }
 
 /// Writes a permissive grant for every plugin that has none, and says so.
@@ -70,6 +77,7 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
         runtime: RuntimeOptions::default(),
         metrics_addr: Some(args.metrics_addr),
         probe_addr: Some(args.probe_addr),
+        reload: Some(ReloadOptions::default()),
     };
     let manager = match Manager::start(config, options).await {
         Ok(manager) => manager,
@@ -77,6 +85,14 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
             control_plane.stop();
             return Err(err);
         }
+    };
+    let rebuild = if args.build_command.is_empty() || !args.sources.is_dir() {
+        None
+    } else {
+        Some(super::rebuild::watch(
+            args.sources.clone(),
+            args.build_command.clone(),
+        )?)
     };
     let plugins = manager.runtime().plugin_names().await;
     println!(
@@ -87,6 +103,7 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
          kubectl label configmap demo kubewasm.dev/mirror=true\n  \
          kubectl get configmap demo-mirror -o yaml\n  \
          kubectl delete configmap demo && kubectl get configmaps\n\n\
+         Edit plugins/configmap-mirror/src/lib.rs and save: it is rebuilt and reloaded.\n\
          Metrics: http://{}/metrics   Readiness: http://{}/readyz\n\
          Stop with Ctrl-C.\n",
         plugins.len(),
@@ -96,6 +113,9 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
         args.probe_addr,
     );
     super::super::shutdown_signal().await;
+    if let Some(rebuild) = rebuild {
+        rebuild.abort();
+    }
     tracing::info!("stopping the host, then the control plane");
     manager.shutdown().await;
     control_plane.stop();

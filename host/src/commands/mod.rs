@@ -3,4 +3,5 @@
 pub mod check;
 pub mod cluster;
 pub mod dev;
+pub mod rebuild;
 pub mod run;

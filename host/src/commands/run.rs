@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubewasm::manager::{Manager, ManagerOptions};
+use kubewasm::plugins::ReloadOptions;
 use kubewasm::runtime::RuntimeOptions;
 use kubewasm::sandbox::SandboxConfig;
 
@@ -33,6 +34,12 @@ pub struct RunArgs {
     /// Objects per page of each watch's initial list.
     #[arg(long, default_value_t = 500)]
     pub page_size: u32,
+    /// Load the plugins directory once instead of watching it for changes.
+    #[arg(long)]
+    pub no_reload: bool,
+    /// Milliseconds of quiet after a file change before it is applied.
+    #[arg(long, default_value_t = 20)]
+    pub reload_debounce_ms: u64,
     /// Seconds shutdown waits for running reconciles.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
@@ -77,6 +84,10 @@ impl RunArgs {
             },
             metrics_addr: Some(self.metrics_addr),
             probe_addr: Some(self.probe_addr),
+            reload: (!self.no_reload).then(|| ReloadOptions {
+                debounce: Duration::from_millis(self.reload_debounce_ms),
+                ..ReloadOptions::default()
+            }),
         }
     }
 }

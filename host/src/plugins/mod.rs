@@ -14,6 +14,9 @@ use crate::reconciler::Reconciler;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
 
+mod watch;
+pub use watch::{ReloadOptions, watch};
+
 /// Why a plugin could not be (re)loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -34,9 +37,25 @@ pub enum PluginError {
         /// Why.
         source: LoadError,
     },
+    /// The grant sets fuel, and the host does not meter it.
+    #[error(
+        "the grant sets a fuel limit, but this host runs without fuel metering (start it with --fuel)"
+    )]
+    FuelUnavailable,
     /// The runtime could not run it.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+/// What [`PluginDir::load`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// The plugin was not running and now is.
+    Started,
+    /// The plugin was running and now runs the new files.
+    Reloaded,
+    /// The files are what is running already (same component, same grant).
+    Unchanged,
 }
 
 /// A plugin as loaded from the directory.
@@ -142,45 +161,64 @@ impl PluginDir {
 
     /// Loads plugin `name` from its files: starts it, or if it runs already, replaces
     /// it in place. On any failure a running version keeps serving.
-    pub async fn load(&self, name: &str) -> Result<(), PluginError> {
+    pub async fn load(&self, name: &str) -> Result<LoadOutcome, PluginError> {
         if !valid_name(name) {
             return Err(PluginError::InvalidName(name.to_string()));
         }
         let mut loaded = self.loaded.lock().await;
-        let reload = loaded.contains_key(name);
-        let result = self.load_locked(name, reload).await;
-        match &result {
-            Ok(plugin) => {
-                if reload {
+        let running = loaded.get(name).cloned();
+        match self.load_locked(name, running.as_ref()).await {
+            Ok(None) => Ok(LoadOutcome::Unchanged),
+            Ok(Some(plugin)) => {
+                let outcome = if running.is_some() {
                     self.count_reload(name, "ok");
                     tracing::info!(plugin = name, digest = %plugin.digest, "plugin reloaded");
+                    LoadOutcome::Reloaded
+                } else {
+                    LoadOutcome::Started
+                };
+                loaded.insert(name.to_string(), plugin);
+                Ok(outcome)
+            }
+            Err(err) => {
+                if running.is_some() {
+                    self.count_reload(name, "error");
+                    tracing::error!(
+                        plugin = name,
+                        "reload failed, the running version keeps serving: {err}"
+                    );
                 }
-                loaded.insert(name.to_string(), plugin.clone());
+                Err(err)
             }
-            Err(err) if reload => {
-                self.count_reload(name, "error");
-                tracing::error!(
-                    plugin = name,
-                    "reload failed, the running version keeps serving: {err}"
-                );
-            }
-            Err(_) => {}
         }
-        result.map(|_| ())
     }
 
-    async fn load_locked(&self, name: &str, reload: bool) -> Result<Loaded, PluginError> {
+    /// Loads the files; `None` when they are what `running` was loaded from.
+    async fn load_locked(
+        &self,
+        name: &str,
+        running: Option<&Loaded>,
+    ) -> Result<Option<Loaded>, PluginError> {
         let grant_path = self.grant_path(name);
         if !grant_path.exists() {
             return Err(PluginError::MissingGrant(grant_path));
         }
         let grant = Grant::load(&grant_path)?;
+        if grant.limits.fuel.is_some() && !self.sandbox.fuel_enabled() {
+            return Err(PluginError::FuelUnavailable);
+        }
         let wasm_path = self.wasm_path(name);
         let load_error = |source| PluginError::Load {
             file: wasm_path.clone(),
             source,
         };
         let bytes = std::fs::read(&wasm_path).map_err(|err| load_error(LoadError::Io(err)))?;
+        if let Some(running) = running
+            && running.grant == grant
+            && running.digest == crate::sandbox::digest(&bytes)
+        {
+            return Ok(None);
+        }
         let observer: Arc<dyn crate::sandbox::CallObserver> = self.metrics.clone();
         let options = PluginOptions {
             limits: grant.limits.sandbox(),
@@ -194,7 +232,7 @@ impl PluginDir {
             .map_err(load_error)?;
         let digest = plugin.digest().to_string();
         let reconciler: Arc<dyn Reconciler> = Arc::new(plugin);
-        if reload {
+        if running.is_some() {
             self.runtime
                 .update_plugin(name, reconciler, grant.clone())
                 .await?;
@@ -203,16 +241,30 @@ impl PluginDir {
                 .start_plugin(name, reconciler, grant.clone())
                 .await?;
         }
-        Ok(Loaded {
+        Ok(Some(Loaded {
             digest,
             grant,
             cache,
-        })
+        }))
     }
 
-    /// Stops plugin `name` (its files are gone).
+    /// Stops plugin `name` (its files are gone). Objects that still carry its
+    /// finalizer are reported: they cannot be deleted until the plugin is drained.
     pub async fn unload(&self, name: &str) -> Result<(), PluginError> {
-        self.loaded.lock().await.remove(name);
+        let mut loaded = self.loaded.lock().await;
+        if let Some((finalizer, holders)) = self.runtime.finalizer_holders(name).await
+            && holders > 0
+        {
+            tracing::warn!(
+                plugin = name,
+                finalizer = %finalizer,
+                objects = holders,
+                "stopping a plugin whose finalizer is still on objects: they cannot be deleted \
+                 until it is removed. Put the plugin back with `drain: true` in its grant to \
+                 run cleanup on every object and remove the finalizer, then remove it again"
+            );
+        }
+        loaded.remove(name);
         self.runtime.stop_plugin(name).await?;
         Ok(())
     }

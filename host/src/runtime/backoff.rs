@@ -69,9 +69,10 @@ pub fn after_success() -> Duration {
     jitter(SUCCESS_MIN, SUCCESS_MAX)
 }
 
-/// Uniformly random in [low, high).
+/// Uniformly random in [low, high), in whole milliseconds (timers have millisecond
+/// resolution: a finer delay would be rounded up, possibly onto `high`).
 fn jitter(low: Duration, high: Duration) -> Duration {
-    rand::rng().random_range(low..high)
+    Duration::from_millis(rand::rng().random_range(low.as_millis() as u64..high.as_millis() as u64))
 }
 
 #[cfg(test)]

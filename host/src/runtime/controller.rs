@@ -58,8 +58,8 @@ impl From<finalizer::Error<ReconcileError>> for ReconcileFailure {
 
 /// A running controller of one plugin over one watch.
 pub struct ScopeController {
-    /// Holds the shared watch open for as long as the controller runs.
-    _watch: Arc<SharedWatch>,
+    /// The shared watch, held open for as long as the controller runs.
+    watch: Arc<SharedWatch>,
     requeue_all: mpsc::UnboundedSender<()>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -101,11 +101,16 @@ impl ScopeController {
                 .await;
         });
         Self {
-            _watch: watch,
+            watch,
             requeue_all,
             shutdown,
             task,
         }
+    }
+
+    /// The watch it runs over.
+    pub fn watch(&self) -> &Arc<SharedWatch> {
+        &self.watch
     }
 
     /// Queues every object of its watch for a reconcile.
@@ -218,30 +223,43 @@ async fn reconcile(
     );
     let started = Instant::now();
     let requeue_requested = AtomicBool::new(false);
-    let result = match &finalizer_name {
-        Some(name) => {
-            let api: Api<DynamicObject> = match object.namespace() {
-                Some(namespace) => {
-                    Api::namespaced_with(version.client.clone(), &namespace, &version.kind.resource)
-                }
-                None => Api::all_with(version.client.clone(), &version.kind.resource),
-            };
-            finalizer::finalizer(&api, name, object.clone(), |event| async {
-                match event {
-                    FinalizerEvent::Apply(object) => {
-                        call_plugin(&plugin, &version, &object, false, &requeue_requested).await
+    let result = if version.grant.drain {
+        drain(
+            &plugin,
+            &version,
+            &object,
+            finalizer_name.as_deref(),
+            &requeue_requested,
+        )
+        .await
+    } else {
+        match &finalizer_name {
+            Some(name) => {
+                let api: Api<DynamicObject> = match object.namespace() {
+                    Some(namespace) => Api::namespaced_with(
+                        version.client.clone(),
+                        &namespace,
+                        &version.kind.resource,
+                    ),
+                    None => Api::all_with(version.client.clone(), &version.kind.resource),
+                };
+                finalizer::finalizer(&api, name, object.clone(), |event| async {
+                    match event {
+                        FinalizerEvent::Apply(object) => {
+                            call_plugin(&plugin, &version, &object, false, &requeue_requested).await
+                        }
+                        FinalizerEvent::Cleanup(object) => {
+                            call_plugin(&plugin, &version, &object, true, &requeue_requested).await
+                        }
                     }
-                    FinalizerEvent::Cleanup(object) => {
-                        call_plugin(&plugin, &version, &object, true, &requeue_requested).await
-                    }
-                }
-            })
-            .await
-            .map_err(ReconcileFailure::from)
+                })
+                .await
+                .map_err(ReconcileFailure::from)
+            }
+            None => call_plugin(&plugin, &version, &object, false, &requeue_requested)
+                .await
+                .map_err(ReconcileFailure::Plugin),
         }
-        None => call_plugin(&plugin, &version, &object, false, &requeue_requested)
-            .await
-            .map_err(ReconcileFailure::Plugin),
     };
     drop(permit);
 
@@ -280,6 +298,57 @@ async fn reconcile(
         }
     }
     result
+}
+
+fn api_for(version: &PluginVersion, object: &DynamicObject) -> Api<DynamicObject> {
+    match object.namespace() {
+        Some(namespace) => {
+            Api::namespaced_with(version.client.clone(), &namespace, &version.kind.resource)
+        }
+        None => Api::all_with(version.client.clone(), &version.kind.resource),
+    }
+}
+
+/// Draining (`drain: true` in the grant): every object that carries the plugin's
+/// finalizer gets `cleanup`, then loses the finalizer; `apply` is never called. This is
+/// how an operator retires a plugin without leaving objects that cannot be deleted.
+async fn drain(
+    plugin: &Arc<PluginShared>,
+    version: &Arc<PluginVersion>,
+    object: &DynamicObject,
+    finalizer_name: Option<&str>,
+    requeue_requested: &AtomicBool,
+) -> Result<KubeAction, ReconcileFailure> {
+    let Some(finalizer_name) = finalizer_name else {
+        return Ok(KubeAction::await_change());
+    };
+    let Some(index) = object.finalizers().iter().position(|f| f == finalizer_name) else {
+        return Ok(KubeAction::await_change());
+    };
+    call_plugin(plugin, version, object, true, requeue_requested)
+        .await
+        .map_err(ReconcileFailure::Plugin)?;
+    let path = format!("/metadata/finalizers/{index}");
+    // As kube-runtime's finalizer helper does: test that the index still holds our
+    // finalizer, so that a concurrent change fails the patch instead of removing
+    // someone else's.
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": path, "value": finalizer_name},
+        {"op": "remove", "path": path},
+    ]))
+    .expect("a static JSON patch");
+    api_for(version, object)
+        .patch(
+            &object.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(|err| {
+            ReconcileFailure::Finalizer(format!("removing {finalizer_name} while draining: {err}"))
+        })?;
+    tracing::info!(plugin = %plugin.name, object = %object.name_any(), "drained");
+    Ok(KubeAction::await_change())
 }
 
 async fn publish_failure(plugin: &PluginShared, object: &DynamicObject, err: &ReconcileFailure) {

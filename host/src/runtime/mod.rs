@@ -312,6 +312,40 @@ impl Runtime {
         Ok(())
     }
 
+    /// Plugin `name`'s finalizer and how many cached objects carry it.
+    pub async fn finalizer_holders(&self, name: &str) -> Option<(String, usize)> {
+        let plugins = self.plugins.lock().await;
+        let running = plugins.get(name)?;
+        let finalizer = running
+            .shared
+            .version
+            .load()
+            .reconciler
+            .description()
+            .finalizer
+            .clone()?;
+        let holders = running
+            .controllers
+            .iter()
+            .map(|controller| {
+                controller
+                    .watch()
+                    .store()
+                    .state()
+                    .iter()
+                    .filter(|object| {
+                        object
+                            .metadata
+                            .finalizers
+                            .as_ref()
+                            .is_some_and(|finalizers| finalizers.contains(&finalizer))
+                    })
+                    .count()
+            })
+            .sum();
+        Some((finalizer, holders))
+    }
+
     /// Queues every object of plugin `name` for a reconcile.
     pub async fn requeue_all(&self, name: &str) -> Result<(), RuntimeError> {
         let plugins = self.plugins.lock().await;

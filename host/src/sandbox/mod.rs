@@ -9,6 +9,7 @@ mod call;
 mod compile;
 mod contract;
 mod engine;
+mod function_cache;
 mod guest_log;
 mod limits;
 mod validate;
@@ -262,6 +263,11 @@ impl Sandbox {
         let pre = ReconcilerPre::new(instance_pre)
             .map_err(|err| LoadError::Incompatible(format!("{err:#}")))?;
         Ok(Prepared { pre })
+    }
+
+    /// Whether the engine meters fuel (so a grant may set a fuel limit).
+    pub fn fuel_enabled(&self) -> bool {
+        self.fuel_enabled
     }
 
     /// The disk cache.

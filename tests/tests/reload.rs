@@ -1,0 +1,342 @@
+//! Hot reload on a real API server: a replaced plugin converges every object with no
+//! failed or lost reconcile, broken files never replace the running version, removed
+//! plugins stop, and draining retires a plugin cleanly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kubewasm_tests::components::dummy_component;
+use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
+use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
+use kubewasm_tests::{admin_client, logs, test_namespace, wait};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn labelled(name: &str, label: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(label.to_string(), "true".to_string())])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("n".to_string(), "0".to_string())])),
+        ..Default::default()
+    }
+}
+
+async fn create_all(api: &Api<ConfigMap>, names: &[String], label: &str) -> anyhow::Result<()> {
+    futures::stream::iter(names.iter().map(|name| {
+        let api = api.clone();
+        let object = labelled(name, label);
+        async move {
+            api.create(&PostParams::default(), &object)
+                .await
+                .map(|_| ())
+        }
+    }))
+    .buffer_unordered(16)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<Vec<()>, _>>()?;
+    Ok(())
+}
+
+/// Waits until every stamped object carries `version`.
+async fn all_stamped(api: &Api<ConfigMap>, count: usize, version: &str) -> anyhow::Result<()> {
+    wait::until(
+        &format!("{count} objects stamped {version}"),
+        WAIT,
+        || async {
+            let stamped = api
+                .list(&ListParams::default().labels("kubewasm.dev/stamp=true"))
+                .await?
+                .items
+                .iter()
+                .filter(|cm| {
+                    cm.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("kubewasm.dev/version"))
+                        .map(String::as_str)
+                        == Some(version)
+                })
+                .count();
+            Ok((stamped == count).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Writes `bytes` over the plugin file, as `cp` does (truncate, then write).
+fn overwrite(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).expect("writing the plugin file");
+}
+
+async fn reloads(host: &TestHost, result: &str, at_least: f64) -> anyhow::Result<()> {
+    let labels = format!("plugin=\"stamp\",result=\"{result}\"");
+    wait::until(
+        &format!("{at_least} reloads with result {result}"),
+        WAIT,
+        || async {
+            Ok((host.metric("kubewasm_plugin_reloads_total", &labels) >= at_least).then_some(()))
+        },
+    )
+    .await
+}
+
+fn assert_nothing_failed(host: &TestHost) {
+    assert_eq!(
+        host.metric(
+            "controller_runtime_reconcile_errors_total",
+            "controller=\"stamp\""
+        ),
+        0.0
+    );
+    let text = host.metrics();
+    for line in text
+        .lines()
+        .filter(|line| line.starts_with("kubewasm_plugin_calls_total{plugin=\"stamp\""))
+    {
+        assert!(
+            line.contains("outcome=\"ok\""),
+            "a call did not succeed: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_plugin_converges_every_object_with_no_reconcile_failed_or_lost()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "reload").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let host = TestHost::start(&[PluginFiles::new(
+        "stamp",
+        test_guest_bytes("stamp-v1"),
+        config_map_grant(&namespace),
+    )])
+    .await?;
+    let names: Vec<String> = (0..200).map(|i| format!("object-{i:03}")).collect();
+    create_all(&api, &names, "kubewasm.dev/stamp").await?;
+    all_stamped(&api, 200, "v1").await?;
+
+    overwrite(&host.wasm_path("stamp"), &test_guest_bytes("stamp-v2"));
+    all_stamped(&api, 200, "v2").await?;
+    assert_eq!(
+        host.metric(
+            "kubewasm_plugin_reloads_total",
+            "plugin=\"stamp\",result=\"ok\""
+        ),
+        1.0
+    );
+    assert_nothing_failed(&host);
+
+    // Ten reloads in a row while the objects keep changing.
+    let load = {
+        let api = api.clone();
+        let names = names.clone();
+        tokio::spawn(async move {
+            for round in 0.. {
+                for name in names.iter().step_by(7) {
+                    let patch = serde_json::json!({"data": {"n": round.to_string()}});
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await?;
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    for reload in 0..10 {
+        let version = if reload % 2 == 0 {
+            "stamp-v1"
+        } else {
+            "stamp-v2"
+        };
+        overwrite(&host.wasm_path("stamp"), &test_guest_bytes(version));
+        reloads(&host, "ok", 2.0 + reload as f64).await?;
+    }
+    load.abort();
+    all_stamped(&api, 200, "v2").await?;
+    assert_eq!(
+        host.metric(
+            "kubewasm_plugin_reloads_total",
+            "plugin=\"stamp\",result=\"ok\""
+        ),
+        11.0
+    );
+    assert_eq!(
+        host.metric(
+            "kubewasm_plugin_reloads_total",
+            "plugin=\"stamp\",result=\"error\""
+        ),
+        0.0
+    );
+    assert_nothing_failed(&host);
+    Ok(())
+}
+
+#[tokio::test]
+async fn broken_files_never_replace_the_running_version() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "broken").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let host = TestHost::start(&[PluginFiles::new(
+        "stamp",
+        test_guest_bytes("stamp-v1"),
+        config_map_grant(&namespace),
+    )])
+    .await?;
+    let path = host.wasm_path("stamp");
+    let v2 = test_guest_bytes("stamp-v2");
+    let other_world = dummy_component(
+        &[(
+            "other.wit".into(),
+            "package test:other; world other { export run: func(); }".into(),
+        )],
+        "other",
+    )?;
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let broken: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "truncated",
+            v2[..v2.len() / 2].to_vec(),
+            "malformed or truncated",
+        ),
+        ("random bytes", random, "not a WebAssembly component"),
+        ("another world", other_world, "does not implement world"),
+    ];
+    for (round, (what, bytes, reason)) in broken.into_iter().enumerate() {
+        overwrite(&path, &bytes);
+        wait::until(
+            &format!("the {what} failure logged with {reason:?}"),
+            WAIT,
+            || async {
+                Ok((!logs::matching(&["reload failed", "stamp", reason]).is_empty()).then_some(()))
+            },
+        )
+        .await?;
+        assert_eq!(
+            host.metric(
+                "kubewasm_plugin_reloads_total",
+                "plugin=\"stamp\",result=\"error\""
+            ),
+            round as f64 + 1.0
+        );
+        // The old version still serves: a new object gets stamped v1.
+        let name = format!("after-{round}");
+        create_all(&api, std::slice::from_ref(&name), "kubewasm.dev/stamp").await?;
+        all_stamped(&api, round + 1, "v1").await?;
+    }
+
+    // Removed and written again within the grace period: the plugin never stops.
+    std::fs::remove_file(&path)?;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the editor's pause
+    overwrite(&path, &test_guest_bytes("stamp-v1"));
+    create_all(&api, &["after-rewrite".to_string()], "kubewasm.dev/stamp").await?;
+    all_stamped(&api, 4, "v1").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the removal grace
+    assert_eq!(
+        host.manager().runtime().plugin_names().await,
+        vec!["stamp".to_string()]
+    );
+    assert!(logs::matching(&["plugin files removed", "stamp"]).is_empty());
+
+    // And the next good file is taken.
+    overwrite(&path, &v2);
+    all_stamped(&api, 4, "v2").await?;
+    assert_eq!(
+        host.metric(
+            "kubewasm_plugin_reloads_total",
+            "plugin=\"stamp\",result=\"error\""
+        ),
+        3.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn removed_plugins_stop_and_new_ones_start() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "add-remove").await?;
+    let host = TestHost::start(&[]).await?;
+    kubewasm_tests::host::write_plugin(
+        host.dir(),
+        &PluginFiles::new(
+            "stamp",
+            test_guest_bytes("stamp-v1"),
+            config_map_grant(&namespace),
+        ),
+    )?;
+    let runtime = host.manager().runtime().clone();
+    wait::until("the new plugin to start", WAIT, || async {
+        Ok((runtime.plugin_names().await == ["stamp"]).then_some(()))
+    })
+    .await?;
+    std::fs::remove_file(host.wasm_path("stamp"))?;
+    wait::until("the removed plugin to stop", WAIT, || async {
+        Ok(runtime.plugin_names().await.is_empty().then_some(()))
+    })
+    .await?;
+    assert_eq!(host.metric("kubewasm_watches", ""), 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn draining_runs_cleanup_everywhere_and_removes_the_finalizer() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "drain").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let grant = config_map_grant(&namespace);
+    let host = TestHost::start(&[PluginFiles::new(
+        "mirror",
+        example_bytes("configmap-mirror"),
+        grant.clone(),
+    )])
+    .await?;
+    let names: Vec<String> = (0..10).map(|i| format!("kept-{i}")).collect();
+    create_all(&api, &names, "kubewasm.dev/mirror").await?;
+    wait::until("10 mirrors", WAIT, || async {
+        let list = api.list(&ListParams::default()).await?.items;
+        Ok((list.len() == 20).then_some(()))
+    })
+    .await?;
+
+    std::fs::write(
+        host.dir().join("mirror.yaml"),
+        format!("{grant}drain: true\n"),
+    )?;
+    wait::until(
+        "mirrors deleted and finalizers removed, sources kept",
+        WAIT,
+        || async {
+            let list = api.list(&ListParams::default()).await?.items;
+            let drained = list.len() == 10
+                && list.iter().all(|cm| {
+                    cm.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())
+                        && !cm
+                            .metadata
+                            .name
+                            .as_deref()
+                            .unwrap_or("")
+                            .ends_with("-mirror")
+                });
+            Ok(drained.then_some(()))
+        },
+    )
+    .await?;
+    // Retired: deleting a source no longer waits for anything.
+    api.delete("kept-0", &DeleteParams::default()).await?;
+    wait::until("kept-0 gone", WAIT, || async {
+        Ok(api.get_opt("kept-0").await?.is_none().then_some(()))
+    })
+    .await?;
+    Ok(())
+}
