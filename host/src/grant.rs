@@ -9,7 +9,7 @@
 //!   - apiGroups: [""]
 //!     resources: [configmaps]
 //!     verbs: [get, list, watch, create, update, patch, delete]
-//! limits: {memoryMiB: 64, timeoutMs: 1000, concurrency: 4}
+//! limits: {memoryMiB: 64, timeoutMs: 1000, concurrency: 4, cpuMillicores: 100}
 //! drain: false                   # true: cleanup everywhere, remove the finalizer, stop applying
 //! ```
 
@@ -232,6 +232,10 @@ pub struct GrantLimits {
     /// Fuel per call (roughly, WebAssembly instructions); unmetered when absent.
     #[serde(default, deserialize_with = "fuel")]
     pub fuel: Option<u64>,
+    /// CPU the plugin's guest code may use, across all its calls, in millicores
+    /// (default 100, at most 16000).
+    #[serde(default = "default_cpu", deserialize_with = "cpu_millicores")]
+    pub cpu_millicores: u32,
 }
 
 impl Default for GrantLimits {
@@ -241,6 +245,7 @@ impl Default for GrantLimits {
             timeout_ms: default_timeout(),
             concurrency: default_concurrency(),
             fuel: None,
+            cpu_millicores: default_cpu(),
         }
     }
 }
@@ -252,6 +257,7 @@ impl GrantLimits {
             memory_bytes: self.memory_mib << 20,
             timeout: Duration::from_millis(self.timeout_ms),
             fuel: self.fuel,
+            cpu_millicores: self.cpu_millicores,
         }
     }
 }
@@ -264,6 +270,9 @@ fn default_timeout() -> u64 {
 }
 fn default_concurrency() -> u16 {
     DEFAULT_CONCURRENCY
+}
+fn default_cpu() -> u32 {
+    crate::sandbox::DEFAULT_CPU_MILLICORES
 }
 
 fn in_range<'de, D, T>(
@@ -295,6 +304,9 @@ fn timeout_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn concurrency<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     in_range(d, "concurrency", 1..=MAX_CONCURRENCY)
+}
+fn cpu_millicores<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, "cpuMillicores", 10..=16_000)
 }
 fn fuel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     in_range(d, "fuel", 1..=u64::MAX).map(Some)

@@ -11,6 +11,7 @@ pub mod memory_host;
 pub mod ops;
 pub mod paths;
 pub mod plugins;
+pub mod rate;
 pub mod reconciler;
 pub mod runtime;
 pub mod sandbox;

@@ -75,6 +75,9 @@ pub enum ReconcileError {
     /// The plugin trapped (a panic, an `unreachable`, a stack overflow...).
     #[error("trapped: {message}")]
     Trap {
+        /// Which trap, in snake case: `unreachable_code_reached`, `stack_overflow`,
+        /// `memory_out_of_bounds`, `exit`...
+        code: String,
         /// The trap and what the guest last wrote to stderr.
         message: String,
     },

@@ -119,7 +119,8 @@ async fn allocating_past_the_cap_traps_with_a_memory_error() {
 async fn a_panic_is_a_trap_carrying_the_panic_message() {
     let plugin = misbehave(Limits::default()).await;
     match apply(&plugin, "panic").await {
-        Err(ReconcileError::Trap { message }) => {
+        Err(ReconcileError::Trap { code, message }) => {
+            assert_eq!(code, "unreachable_code_reached");
             assert!(message.contains("deliberate panic"), "{message}")
         }
         other => panic!("expected a trap, got {other:?}"),
@@ -130,7 +131,8 @@ async fn a_panic_is_a_trap_carrying_the_panic_message() {
 async fn deep_recursion_is_a_trap() {
     let plugin = misbehave(Limits::default()).await;
     match apply(&plugin, "recurse").await {
-        Err(ReconcileError::Trap { message }) => {
+        Err(ReconcileError::Trap { code, message }) => {
+            assert_eq!(code, "stack_overflow");
             assert!(message.contains("call stack exhausted"), "{message}")
         }
         other => panic!("expected a trap, got {other:?}"),

@@ -1,7 +1,10 @@
 //! Host-side bindings of the WIT contract, and the host imports served over
 //! [`HostCalls`](crate::reconciler::HostCalls).
 
-use crate::reconciler::{self, HostError};
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::reconciler::{self, HostCalls, HostError};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -35,7 +38,37 @@ impl events::Host for CallState {
             events::EventType::Normal => reconciler::EventType::Normal,
             events::EventType::Warning => reconciler::EventType::Warning,
         };
-        self.host.publish_event(event_type, reason, note).await;
+        let _ = self
+            .on_host(move |host| async move {
+                host.publish_event(event_type, reason, note).await;
+                Ok(())
+            })
+            .await;
+    }
+}
+
+impl CallState {
+    /// Runs a host call on the host's runtime (the guest's threads run at a lower
+    /// priority), with the guest's CPU clock stopped.
+    fn on_host<T, F>(
+        &self,
+        call: impl FnOnce(Arc<dyn HostCalls>) -> F,
+    ) -> impl Future<Output = Result<T, kube::Error>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, HostError>> + Send + 'static,
+    {
+        let clock = self.clock.clone();
+        clock.stop();
+        let work = self.host_runtime.spawn(call(self.host.clone()));
+        async move {
+            let result = work.await;
+            clock.resume();
+            match result {
+                Ok(result) => result.map_err(wit_error),
+                Err(err) => Err(kube::Error::Other(format!("the host call failed: {err}"))),
+            }
+        }
     }
 }
 
@@ -61,7 +94,8 @@ fn wit_error(error: HostError) -> kube::Error {
 
 impl kube::Host for CallState {
     async fn get(&mut self, target: types::ObjectRef) -> Result<String, kube::Error> {
-        self.host.get(object_ref(target)).await.map_err(wit_error)
+        self.on_host(move |host| async move { host.get(object_ref(target)).await })
+            .await
     }
 
     async fn list(
@@ -71,14 +105,16 @@ impl kube::Host for CallState {
         namespace: Option<String>,
         label_selector: Option<String>,
     ) -> Result<String, kube::Error> {
-        self.host
-            .list(api_version, kind, namespace, label_selector)
-            .await
-            .map_err(wit_error)
+        self.on_host(move |host| async move {
+            host.list(api_version, kind, namespace, label_selector)
+                .await
+        })
+        .await
     }
 
     async fn apply(&mut self, object: String) -> Result<String, kube::Error> {
-        self.host.apply(object).await.map_err(wit_error)
+        self.on_host(move |host| async move { host.apply(object).await })
+            .await
     }
 
     async fn patch_status(
@@ -86,20 +122,17 @@ impl kube::Host for CallState {
         target: types::ObjectRef,
         status: String,
     ) -> Result<String, kube::Error> {
-        self.host
-            .patch_status(object_ref(target), status)
+        self.on_host(move |host| async move { host.patch_status(object_ref(target), status).await })
             .await
-            .map_err(wit_error)
     }
 
     async fn create(&mut self, object: String) -> Result<String, kube::Error> {
-        self.host.create(object).await.map_err(wit_error)
+        self.on_host(move |host| async move { host.create(object).await })
+            .await
     }
 
     async fn delete(&mut self, target: types::ObjectRef) -> Result<(), kube::Error> {
-        self.host
-            .delete(object_ref(target))
+        self.on_host(move |host| async move { host.delete(object_ref(target)).await })
             .await
-            .map_err(wit_error)
     }
 }

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::CallObserver;
 use super::bindings::ReconcilerPre;
+use super::cpu::{CpuBudget, GuestClock};
 use super::guest_log::PluginLog;
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
@@ -27,8 +29,11 @@ pub struct CallState {
     table: ResourceTable,
     limiter: CallLimiter,
     pub(super) host: Arc<dyn HostCalls>,
+    pub(super) host_runtime: Handle,
     pub(super) log: Arc<PluginLog>,
     pub(super) subject: String,
+    /// How long the guest has been running, for the CPU budget.
+    pub(super) clock: GuestClock,
 }
 
 impl WasiView for CallState {
@@ -41,14 +46,14 @@ impl WasiView for CallState {
 }
 
 /// Which export to call.
-#[derive(Debug, Clone, Copy)]
-pub enum Export<'a> {
+#[derive(Debug, Clone)]
+pub enum Export {
     /// `describe()`.
     Describe,
     /// `apply(object)`.
-    Apply(&'a str),
+    Apply(String),
     /// `cleanup(object)`.
-    Cleanup(&'a str),
+    Cleanup(String),
 }
 
 /// What an export returned.
@@ -65,59 +70,68 @@ pub enum Returned {
 }
 
 /// Everything one call needs.
-pub struct CallSetup<'a> {
+pub struct CallSetup {
     /// The engine.
-    pub engine: &'a Engine,
+    pub engine: Engine,
     /// The prepared component.
-    pub pre: &'a ReconcilerPre<CallState>,
+    pub pre: ReconcilerPre<CallState>,
     /// The plugin's limits.
     pub limits: Limits,
     /// Whether the engine meters fuel.
     pub fuel_enabled: bool,
     /// The plugin's log sink.
-    pub log: &'a Arc<PluginLog>,
+    pub log: Arc<PluginLog>,
     /// The host imports for this call.
     pub host: Arc<dyn HostCalls>,
+    /// The host's runtime, where host imports run (the guest runs on its own threads).
+    pub host_runtime: Handle,
     /// Told how each call went.
-    pub observer: Option<&'a Arc<dyn CallObserver>>,
+    pub observer: Option<Arc<dyn CallObserver>>,
+    /// The plugin's CPU budget.
+    pub cpu: Arc<CpuBudget>,
 }
 
 /// Runs one export in a fresh instance, and tells the observer how it went.
-pub async fn call(setup: CallSetup<'_>, export: Export<'_>) -> Result<Returned, ReconcileError> {
+pub async fn call(setup: CallSetup, export: Export) -> Result<Returned, ReconcileError> {
     let started = Instant::now();
-    let observer = setup.observer.cloned();
+    let observer = setup.observer.clone();
     let plugin = setup.log.clone();
+    let cpu = setup.cpu.clone();
     let (result, fuel_used) = run(setup, export).await;
     if let Some(observer) = observer {
-        let outcome = match &result {
-            Ok(Returned::Reconciled(Err(_))) => "reported",
-            Ok(_) => "ok",
-            Err(err) => err.kind(),
+        let (outcome, trap) = match &result {
+            Ok(Returned::Reconciled(Err(_))) => ("reported", None),
+            Ok(_) => ("ok", None),
+            Err(ReconcileError::Trap { code, .. }) => ("trap", Some(code.as_str())),
+            Err(err) => (err.kind(), None),
         };
-        observer.call_finished(plugin.plugin(), started.elapsed(), outcome, fuel_used);
+        observer.call_finished(plugin.plugin(), started.elapsed(), outcome, trap, fuel_used);
         let dropped = plugin.take_dropped_since_report();
         if dropped > 0 {
             observer.log_lines_dropped(plugin.plugin(), dropped);
+        }
+        let paused = cpu.take_pauses();
+        if !paused.is_zero() {
+            observer.cpu_throttled(plugin.plugin(), paused);
         }
     }
     result
 }
 
-async fn run(
-    setup: CallSetup<'_>,
-    export: Export<'_>,
-) -> (Result<Returned, ReconcileError>, Option<u64>) {
+async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileError>, Option<u64>) {
     let subject = setup.host.subject();
     let stderr_tail = StderrTail::default();
     let state = CallState {
-        wasi: wasi::context(setup.log, &subject, &stderr_tail),
+        wasi: wasi::context(&setup.log, &subject, &stderr_tail),
         table: ResourceTable::new(),
         limiter: CallLimiter::new(setup.limits.memory_bytes),
         host: setup.host,
+        host_runtime: setup.host_runtime,
         log: setup.log.clone(),
         subject,
+        clock: GuestClock::start(),
     };
-    let mut store = Store::new(setup.engine, state);
+    let mut store = Store::new(&setup.engine, state);
     store.limiter(|state| &mut state.limiter);
     if setup.fuel_enabled {
         let fuel = setup.limits.fuel.unwrap_or(u64::MAX);
@@ -131,14 +145,33 @@ async fn run(
     let timeout = setup.limits.timeout;
     let started = Instant::now();
     store.set_epoch_deadline(1);
-    // Yield to the executor every tick, so a busy guest never holds an executor thread
-    // for long, and interrupt it once the call's wall-clock deadline has passed.
+    // Every tick: interrupt the guest once the call's wall-clock deadline has passed;
+    // otherwise yield to the executor (a busy guest never holds an executor thread for
+    // long), sleeping first if the plugin is over its CPU budget.
+    let cpu = setup.cpu.clone();
+    let clock = store.data().clock.clone();
     store.epoch_deadline_callback(move |_| {
-        if started.elapsed() >= timeout {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::Yield(1))
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            return Ok(UpdateDeadline::Interrupt);
         }
+        let pause = cpu
+            .charge(clock.take_ran())
+            .map(|pause| pause.min(timeout - elapsed));
+        if let Some(pause) = pause {
+            cpu.record_pause(pause);
+        }
+        let clock = clock.clone();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                match pause {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => tokio::task::yield_now().await,
+                }
+                clock.resume();
+            }),
+        ))
     });
 
     let run = async {
@@ -147,10 +180,10 @@ async fn run(
         let returned = match export {
             Export::Describe => Returned::Description(exports.call_describe(&mut store).await?),
             Export::Apply(object) => {
-                Returned::Reconciled(exports.call_apply(&mut store, object).await?)
+                Returned::Reconciled(exports.call_apply(&mut store, &object).await?)
             }
             Export::Cleanup(object) => {
-                Returned::Reconciled(exports.call_cleanup(&mut store, object).await?)
+                Returned::Reconciled(exports.call_cleanup(&mut store, &object).await?)
             }
         };
         wasmtime::Result::Ok(returned)
@@ -160,6 +193,8 @@ async fn run(
         Ok(Err(err)) => Err(classify(err, &setup.limits, &stderr_tail)),
         Err(_) => Err(ReconcileError::Deadline { limit: timeout }),
     };
+    // What ran since the last tick is charged too; the next call pays any debt.
+    setup.cpu.charge(store.data().clock.take_ran());
     let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
         (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),
         _ => None,
@@ -176,6 +211,7 @@ fn classify(err: wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> Recon
     }
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return ReconcileError::Trap {
+            code: "exit".to_string(),
             message: with_stderr(format!("the guest exited with status {}", exit.0), stderr),
         };
     }
@@ -187,12 +223,29 @@ fn classify(err: wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> Recon
             limit: limits.fuel.unwrap_or(u64::MAX),
         },
         Some(trap) => ReconcileError::Trap {
+            code: snake_case(&format!("{trap:?}")),
             message: with_stderr(trap.to_string(), stderr),
         },
         // Not a trap: the guest returned, but its result could not be lifted (an
         // invalid discriminant, a string that is not UTF-8, a pointer out of bounds).
         None => ReconcileError::InvalidResult(format!("{err:#}")),
     }
+}
+
+/// `StackOverflow` -> `stack_overflow`.
+fn snake_case(name: &str) -> String {
+    let mut snake = String::new();
+    for (index, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if index > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() {
+            snake.push(c);
+        }
+    }
+    snake
 }
 
 fn with_stderr(message: String, stderr: &StderrTail) -> String {

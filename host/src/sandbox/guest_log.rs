@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::rate::TokenBucket;
 use crate::reconciler::LogLevel;
 
 /// Longest line kept; the rest of a longer line is cut.
@@ -34,18 +35,18 @@ impl Default for LogRate {
 pub struct PluginLog {
     plugin: String,
     rate: LogRate,
-    bucket: Mutex<Bucket>,
+    bucket: TokenBucket,
+    notices: Mutex<DropNotices>,
     dropped_lines: AtomicU64,
     dropped_bytes: AtomicU64,
     dropped_unreported: AtomicU64,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    refilled: Instant,
-    last_drop_notice: Option<Instant>,
-    dropped_since_notice: u64,
+/// When the log last said that lines were dropped, and how many since.
+#[derive(Debug, Default)]
+struct DropNotices {
+    last: Option<Instant>,
+    dropped_since: u64,
 }
 
 impl PluginLog {
@@ -54,12 +55,8 @@ impl PluginLog {
         Self {
             plugin: plugin.into(),
             rate,
-            bucket: Mutex::new(Bucket {
-                tokens: rate.burst_bytes as f64,
-                refilled: Instant::now(),
-                last_drop_notice: None,
-                dropped_since_notice: 0,
-            }),
+            bucket: TokenBucket::new(rate.bytes_per_second, rate.burst_bytes),
+            notices: Mutex::default(),
             dropped_lines: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             dropped_unreported: AtomicU64::new(0),
@@ -104,32 +101,27 @@ impl PluginLog {
     }
 
     fn admit(&self, cost: u64) -> bool {
-        let mut bucket = self.bucket.lock().expect("log bucket poisoned");
-        let now = Instant::now();
-        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate.bytes_per_second as f64)
-            .min(self.rate.burst_bytes as f64);
-        bucket.refilled = now;
-        if bucket.tokens >= cost as f64 {
-            bucket.tokens -= cost as f64;
+        if self.bucket.admit(cost) {
             return true;
         }
         self.dropped_lines.fetch_add(1, Ordering::Relaxed);
         self.dropped_unreported.fetch_add(1, Ordering::Relaxed);
         self.dropped_bytes.fetch_add(cost, Ordering::Relaxed);
-        bucket.dropped_since_notice += 1;
-        let notice_due = bucket
-            .last_drop_notice
+        let mut notices = self.notices.lock().expect("log notices poisoned");
+        notices.dropped_since += 1;
+        let now = Instant::now();
+        let notice_due = notices
+            .last
             .is_none_or(|last| now.duration_since(last).as_secs() >= 10);
         if notice_due {
             tracing::warn!(
                 plugin = self.plugin.as_str(),
-                dropped_lines = bucket.dropped_since_notice,
+                dropped_lines = notices.dropped_since,
                 "plugin log output over its rate limit of {} bytes/s; lines dropped",
                 self.rate.bytes_per_second
             );
-            bucket.last_drop_notice = Some(now);
-            bucket.dropped_since_notice = 0;
+            notices.last = Some(now);
+            notices.dropped_since = 0;
         }
         false
     }

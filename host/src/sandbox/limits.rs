@@ -6,6 +6,8 @@ use std::time::Duration;
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 /// Default deadline per call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default CPU budget of a plugin, across all its calls.
+pub const DEFAULT_CPU_MILLICORES: u32 = 100;
 
 /// Per-plugin limits on every call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +18,8 @@ pub struct Limits {
     pub timeout: Duration,
     /// Fuel per call (roughly, WebAssembly instructions), if metered.
     pub fuel: Option<u64>,
+    /// The plugin's CPU budget across all its calls, in millicores.
+    pub cpu_millicores: u32,
 }
 
 impl Default for Limits {
@@ -24,6 +28,7 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             timeout: DEFAULT_TIMEOUT,
             fuel: None,
+            cpu_millicores: DEFAULT_CPU_MILLICORES,
         }
     }
 }

@@ -8,9 +8,11 @@ mod bindings;
 mod call;
 mod compile;
 mod contract;
+mod cpu;
 mod engine;
 mod function_cache;
 mod guest_log;
+mod guest_threads;
 mod limits;
 mod validate;
 mod wasi;
@@ -29,7 +31,8 @@ pub use compile::{CacheOutcome, CompileCache, digest};
 pub use contract::{CONTRACT_VERSION, PACKAGE, PLUGIN_INTERFACE};
 pub use engine::{Allocator, EPOCH_TICK, EngineConfig};
 pub use guest_log::{LogRate, PluginLog, truncate};
-pub use limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits};
+use guest_threads::GuestThreads;
+pub use limits::{DEFAULT_CPU_MILLICORES, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits};
 
 /// Why a file could not be loaded as a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -90,16 +93,20 @@ pub enum LoadError {
 /// how they are exported.
 pub trait CallObserver: Send + Sync {
     /// A call finished after `duration` with `outcome` (`ok`, `reported`, or a
-    /// [`ReconcileError::kind`]); `fuel_used` when the plugin has a fuel limit.
+    /// [`ReconcileError::kind`]), `trap` naming the trap when it trapped, `fuel_used`
+    /// when the plugin has a fuel limit.
     fn call_finished(
         &self,
         plugin: &str,
         duration: std::time::Duration,
         outcome: &'static str,
+        trap: Option<&str>,
         fuel_used: Option<u64>,
     );
     /// The plugin's log rate limit dropped `lines` lines.
     fn log_lines_dropped(&self, plugin: &str, lines: u64);
+    /// The plugin's guests were paused for `paused` for running past its CPU budget.
+    fn cpu_throttled(&self, plugin: &str, paused: std::time::Duration);
 }
 
 /// How one plugin is run.
@@ -149,6 +156,7 @@ pub struct Sandbox {
     fuel_enabled: bool,
     compile_cache: CompileCache,
     prepared: Mutex<HashMap<String, Weak<Prepared>>>,
+    guest_threads: GuestThreads,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -184,6 +192,8 @@ impl Sandbox {
             fuel_enabled: config.engine.fuel,
             compile_cache,
             prepared: Mutex::new(HashMap::new()),
+            guest_threads: GuestThreads::new()
+                .map_err(|err| anyhow::anyhow!("starting the guest threads: {err}"))?,
         }))
     }
 
@@ -199,20 +209,24 @@ impl Sandbox {
         let digest = digest(&bytes);
         let (prepared, outcome) = self.prepare(bytes.into(), &digest).await?;
         let log = Arc::new(PluginLog::new(name, options.log_rate));
-        let returned = call::call(
-            CallSetup {
-                engine: &self.engine,
-                pre: &prepared.pre,
-                limits: options.limits,
-                fuel_enabled: self.fuel_enabled,
-                log: &log,
-                host: Arc::new(validate::NoKubernetes),
-                observer: None,
-            },
-            Export::Describe,
-        )
-        .await
-        .map_err(LoadError::Describe)?;
+        let cpu = Arc::new(cpu::CpuBudget::new(options.limits.cpu_millicores));
+        let returned = self
+            .call(
+                CallSetup {
+                    engine: self.engine.clone(),
+                    pre: prepared.pre.clone(),
+                    limits: options.limits,
+                    fuel_enabled: self.fuel_enabled,
+                    log: log.clone(),
+                    host: Arc::new(validate::NoKubernetes),
+                    host_runtime: tokio::runtime::Handle::current(),
+                    observer: None,
+                    cpu: cpu.clone(),
+                },
+                Export::Describe,
+            )
+            .await
+            .map_err(LoadError::Describe)?;
         let Returned::Description(description) = returned else {
             unreachable!("describe returns a description");
         };
@@ -226,6 +240,7 @@ impl Sandbox {
                 description,
                 options,
                 log,
+                cpu,
             },
             outcome,
         ))
@@ -265,6 +280,18 @@ impl Sandbox {
         Ok(Prepared { pre })
     }
 
+    /// Runs one call on the guest threads.
+    async fn call(&self, setup: CallSetup, export: Export) -> Result<Returned, ReconcileError> {
+        self.guest_threads
+            .spawn(call::call(setup, export))
+            .await
+            .unwrap_or_else(|err| {
+                Err(ReconcileError::Host(format!(
+                    "the call could not finish on its guest thread: {err}"
+                )))
+            })
+    }
+
     /// Whether the engine meters fuel (so a grant may set a fuel limit).
     pub fn fuel_enabled(&self) -> bool {
         self.fuel_enabled
@@ -286,6 +313,7 @@ pub struct WasmPlugin {
     description: Description,
     options: PluginOptions,
     log: Arc<PluginLog>,
+    cpu: Arc<cpu::CpuBudget>,
 }
 
 impl std::fmt::Debug for WasmPlugin {
@@ -322,22 +350,26 @@ impl WasmPlugin {
 
     async fn reconcile(
         &self,
-        export: Export<'_>,
+        export: Export,
         host: Arc<dyn HostCalls>,
     ) -> Result<Action, ReconcileError> {
-        let returned = call::call(
-            CallSetup {
-                engine: &self.sandbox.engine,
-                pre: &self.prepared.pre,
-                limits: self.options.limits,
-                fuel_enabled: self.sandbox.fuel_enabled,
-                log: &self.log,
-                host,
-                observer: self.options.observer.as_ref(),
-            },
-            export,
-        )
-        .await?;
+        let returned = self
+            .sandbox
+            .call(
+                CallSetup {
+                    engine: self.sandbox.engine.clone(),
+                    pre: self.prepared.pre.clone(),
+                    limits: self.options.limits,
+                    fuel_enabled: self.sandbox.fuel_enabled,
+                    log: self.log.clone(),
+                    host,
+                    host_runtime: tokio::runtime::Handle::current(),
+                    observer: self.options.observer.clone(),
+                    cpu: self.cpu.clone(),
+                },
+                export,
+            )
+            .await?;
         match returned {
             Returned::Reconciled(result) => validate::reconcile_result(result),
             Returned::Description(_) => unreachable!("apply and cleanup return actions"),
@@ -356,7 +388,8 @@ impl Reconciler for WasmPlugin {
         object: &str,
         host: Arc<dyn HostCalls>,
     ) -> Result<Action, ReconcileError> {
-        self.reconcile(Export::Apply(object), host).await
+        self.reconcile(Export::Apply(object.to_string()), host)
+            .await
     }
 
     async fn cleanup(
@@ -364,6 +397,7 @@ impl Reconciler for WasmPlugin {
         object: &str,
         host: Arc<dyn HostCalls>,
     ) -> Result<Action, ReconcileError> {
-        self.reconcile(Export::Cleanup(object), host).await
+        self.reconcile(Export::Cleanup(object.to_string()), host)
+            .await
     }
 }

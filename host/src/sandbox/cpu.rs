@@ -1,0 +1,154 @@
+//! A plugin's CPU budget: a token bucket of guest running time shared by all its
+//! calls. A guest that runs past its budget (a loop, heavy work on every object) is
+//! made to sleep at its next epoch tick instead of spinning, so it cannot take the
+//! host's cores from other plugins or from the API server beside it. Guests that run
+//! for a few milliseconds now and then never notice.
+//!
+//! Only time the guest actually runs is charged (instantiation included): not the time
+//! it waits in a host call for the API server, nor the time it waits for the executor
+//! after yielding.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How much guest time may be spent at once before the rate applies.
+const BURST: Duration = Duration::from_millis(200);
+
+/// The budget of one plugin.
+#[derive(Debug)]
+pub struct CpuBudget {
+    /// Guest seconds per wall-clock second (cores).
+    cores: f64,
+    bucket: Mutex<Bucket>,
+    /// Pauses imposed and not yet reported, in nanoseconds.
+    unreported_pauses: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Seconds of guest time available; negative is debt.
+    seconds: f64,
+    refilled: Instant,
+}
+
+impl CpuBudget {
+    /// A budget of `millicores` (1000 is one core).
+    pub fn new(millicores: u32) -> Self {
+        Self {
+            cores: f64::from(millicores) / 1000.0,
+            bucket: Mutex::new(Bucket {
+                seconds: BURST.as_secs_f64(),
+                refilled: Instant::now(),
+            }),
+            unreported_pauses: AtomicU64::new(0),
+        }
+    }
+
+    /// Charges `ran` of guest running time; returns how long the guest must pause to
+    /// stay within the budget, if at all.
+    pub fn charge(&self, ran: Duration) -> Option<Duration> {
+        let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
+        let now = Instant::now();
+        let earned = now.duration_since(bucket.refilled).as_secs_f64() * self.cores;
+        bucket.seconds = (bucket.seconds + earned).min(BURST.as_secs_f64());
+        bucket.refilled = now;
+        bucket.seconds -= ran.as_secs_f64();
+        (bucket.seconds < 0.0).then(|| Duration::from_secs_f64(-bucket.seconds / self.cores))
+    }
+
+    /// Records a pause imposed on a guest, for [`CpuBudget::take_pauses`].
+    pub fn record_pause(&self, pause: Duration) {
+        let nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+        self.unreported_pauses.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The pauses imposed since the last time this was asked.
+    pub fn take_pauses(&self) -> Duration {
+        Duration::from_nanos(self.unreported_pauses.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Measures how long one call's guest has been running, between the points where it
+/// stops (a host call, a yield) and resumes.
+#[derive(Debug, Clone)]
+pub struct GuestClock(Arc<Mutex<ClockState>>);
+
+#[derive(Debug)]
+struct ClockState {
+    running_since: Option<Instant>,
+    ran: Duration,
+}
+
+impl GuestClock {
+    /// A clock that starts running now.
+    pub fn start() -> Self {
+        Self(Arc::new(Mutex::new(ClockState {
+            running_since: Some(Instant::now()),
+            ran: Duration::ZERO,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.0.lock().expect("guest clock poisoned")
+    }
+
+    /// The guest stopped running.
+    pub fn stop(&self) {
+        let mut state = self.state();
+        if let Some(since) = state.running_since.take() {
+            state.ran += since.elapsed();
+        }
+    }
+
+    /// The guest runs again.
+    pub fn resume(&self) {
+        self.state().running_since = Some(Instant::now());
+    }
+
+    /// Stops the clock and returns the running time not yet taken.
+    pub fn take_ran(&self) -> Duration {
+        self.stop();
+        std::mem::take(&mut self.state().ran)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_within_its_burst_never_waits_and_one_past_it_does() {
+        let budget = CpuBudget::new(500);
+        for _ in 0..20 {
+            assert_eq!(budget.charge(Duration::from_millis(9)), None);
+        }
+        // 180 ms of the 200 ms burst spent; 30 ms more is 10 ms of debt, earned back at
+        // half speed.
+        let wait = budget
+            .charge(Duration::from_millis(30))
+            .expect("over budget");
+        assert!(
+            wait > Duration::from_millis(15) && wait <= Duration::from_millis(21),
+            "{wait:?}"
+        );
+        budget.record_pause(wait);
+        assert_eq!(budget.take_pauses(), wait);
+        assert_eq!(budget.take_pauses(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_clock_counts_running_time_and_leaves_out_host_calls() {
+        let clock = GuestClock::start();
+        std::thread::sleep(Duration::from_millis(20)); // the guest "running"
+        clock.stop();
+        std::thread::sleep(Duration::from_millis(100)); // a host call
+        clock.resume();
+        let ran = clock.take_ran();
+        assert!(
+            ran >= Duration::from_millis(20) && ran < Duration::from_millis(100),
+            "{ran:?}"
+        );
+        assert_eq!(clock.take_ran(), Duration::ZERO, "taken, and stopped");
+    }
+}
