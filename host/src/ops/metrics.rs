@@ -58,6 +58,15 @@ pub struct CallLabels {
     pub outcome: &'static str,
 }
 
+/// `plugin` and `trap` (the trap's name, such as `stack_overflow`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrapLabels {
+    /// The plugin.
+    pub plugin: String,
+    /// The trap.
+    pub trap: String,
+}
+
 /// `plugin`, `verb` and `resource` of a call the grant denied.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeniedLabels {
@@ -108,6 +117,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// `kubewasm_plugin_calls_total`.
     pub calls: Family<CallLabels, Counter>,
+    /// `kubewasm_plugin_traps_total`.
+    pub traps: Family<TrapLabels, Counter>,
     /// `kubewasm_plugin_call_duration_seconds`.
     pub call_duration: Histograms<PluginLabels>,
     /// `kubewasm_plugin_fuel_used_total`.
@@ -116,6 +127,10 @@ pub struct Metrics {
     pub denied_calls: Family<DeniedLabels, Counter>,
     /// `kubewasm_plugin_log_dropped_lines_total`.
     pub log_dropped_lines: Family<PluginLabels, Counter>,
+    /// `kubewasm_plugin_events_dropped_total`.
+    pub events_dropped: Family<PluginLabels, Counter>,
+    /// `kubewasm_plugin_cpu_throttled_seconds_total`.
+    pub cpu_throttled: Family<PluginLabels, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -191,6 +206,12 @@ impl Metrics {
             "Calls into plugins by outcome",
             calls.clone(),
         );
+        let traps = Family::default();
+        registry.register(
+            "kubewasm_plugin_traps",
+            "Plugin calls that trapped, by trap",
+            traps.clone(),
+        );
         let call_duration: Histograms<PluginLabels> = Family::new_with_constructor(call_histogram);
         registry.register(
             "kubewasm_plugin_call_duration_seconds",
@@ -215,6 +236,18 @@ impl Metrics {
             "Plugin log lines dropped by the per-plugin rate limit",
             log_dropped_lines.clone(),
         );
+        let events_dropped = Family::default();
+        registry.register(
+            "kubewasm_plugin_events_dropped",
+            "Events not recorded because the plugin was over its Event rate",
+            events_dropped.clone(),
+        );
+        let cpu_throttled = Family::default();
+        registry.register(
+            "kubewasm_plugin_cpu_throttled_seconds",
+            "Time the plugin's guests were paused for running past its CPU budget",
+            cpu_throttled.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -227,10 +260,13 @@ impl Metrics {
             plugins,
             reloads,
             calls,
+            traps,
             call_duration,
             fuel_used,
             denied_calls,
             log_dropped_lines,
+            events_dropped,
+            cpu_throttled,
         }
     }
 
@@ -256,8 +292,17 @@ impl crate::sandbox::CallObserver for Metrics {
         plugin: &str,
         duration: std::time::Duration,
         outcome: &'static str,
+        trap: Option<&str>,
         fuel_used: Option<u64>,
     ) {
+        if let Some(trap) = trap {
+            self.traps
+                .get_or_create(&TrapLabels {
+                    plugin: plugin.to_string(),
+                    trap: trap.to_string(),
+                })
+                .inc();
+        }
         self.calls
             .get_or_create(&CallLabels {
                 plugin: plugin.to_string(),
@@ -281,5 +326,13 @@ impl crate::sandbox::CallObserver for Metrics {
                 plugin: plugin.to_string(),
             })
             .inc_by(lines);
+    }
+
+    fn cpu_throttled(&self, plugin: &str, paused: std::time::Duration) {
+        self.cpu_throttled
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc_by(paused.as_secs_f64());
     }
 }

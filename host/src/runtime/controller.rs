@@ -75,15 +75,23 @@ impl ScopeController {
     ) -> Self {
         let (requeue_all, requeue_rx) = mpsc::unbounded_channel();
         let resource = watch.key().resource.clone();
+        // kube-runtime's own cap keeps queued objects in its scheduler; the plugin's
+        // slots then cap its reconciles across all its scopes.
+        let concurrency = plugin.version.load().grant.limits.concurrency;
         let controller =
             Controller::for_shared_stream_with(watch.subscribe(), watch.store().clone(), resource)
+                .with_config(controller::Config::default().concurrency(concurrency))
                 .reconcile_all_on(UnboundedReceiverStream::new(requeue_rx))
                 .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let scope = watch.key().to_string();
         let name = plugin.name.clone();
+        let context = Arc::new(ScopeContext {
+            plugin,
+            stopping: shutdown.clone(),
+        });
         let task = tokio::spawn(async move {
             controller
-                .run(reconcile, error_policy, plugin)
+                .run(reconcile, error_policy, context)
                 .for_each(|result| {
                     match result {
                         Ok(_) => {}
@@ -187,10 +195,18 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// What every reconcile of one [`ScopeController`] shares.
+struct ScopeContext {
+    plugin: Arc<PluginShared>,
+    /// Cancelled when the controller stops taking work.
+    stopping: CancellationToken,
+}
+
 async fn reconcile(
     object: Arc<DynamicObject>,
-    plugin: Arc<PluginShared>,
+    context: Arc<ScopeContext>,
 ) -> Result<KubeAction, ReconcileFailure> {
+    let plugin = context.plugin.clone();
     let version = plugin.version.load_full();
     let finalizer_name = version.reconciler.description().finalizer.clone();
     if object.meta().deletion_timestamp.is_some() && finalizer_name.is_none() {
@@ -209,10 +225,12 @@ async fn reconcile(
                 })
                 .clone(),
         );
-        slots
-            .acquire_owned()
-            .await
-            .expect("plugin slots are never closed")
+        // A stopping controller waits only for reconciles already in the plugin, not
+        // for every object queued behind the concurrency cap.
+        tokio::select! {
+            permit = slots.acquire_owned() => permit.expect("plugin slots are never closed"),
+            () = context.stopping.cancelled() => return Ok(KubeAction::await_change()),
+        }
     };
     let _active = GaugeGuard::new(
         plugin
@@ -359,16 +377,18 @@ async fn publish_failure(plugin: &PluginShared, object: &DynamicObject, err: &Re
         action: "Reconcile".to_string(),
         secondary: None,
     };
-    if let Err(publish) = plugin.recorder.publish(&event, &subject_of(object)).await {
-        tracing::debug!(plugin = %plugin.name, "could not record a failure event: {publish}");
-    }
+    plugin
+        .events
+        .publish(&plugin.metrics, &event, &subject_of(object))
+        .await;
 }
 
 fn error_policy(
     object: Arc<DynamicObject>,
     err: &ReconcileFailure,
-    plugin: Arc<PluginShared>,
+    context: Arc<ScopeContext>,
 ) -> KubeAction {
+    let plugin = &context.plugin;
     let uid = object.uid().unwrap_or_else(|| object.name_any());
     let backoff = plugin.backoff.on_failure(&uid);
     KubeAction::requeue(err.retry_after().unwrap_or(backoff))

@@ -353,9 +353,10 @@ impl HostCalls for KubeHostCalls {
             action: "Reconcile".to_string(),
             secondary: None,
         };
-        if let Err(err) = self.plugin.recorder.publish(&event, &self.subject).await {
-            tracing::warn!(plugin = %self.plugin.name, "could not record an event: {err}");
-        }
+        self.plugin
+            .events
+            .publish(&self.plugin.metrics, &event, &self.subject)
+            .await;
     }
 
     fn subject(&self) -> String {

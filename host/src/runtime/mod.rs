@@ -7,6 +7,7 @@
 mod access;
 pub mod backoff;
 mod controller;
+pub mod events;
 mod host_calls;
 mod kinds;
 mod plugin;
@@ -25,6 +26,7 @@ use crate::grant::Grant;
 use crate::ops::metrics::Metrics;
 use crate::reconciler::Reconciler;
 use controller::ScopeController;
+use events::PluginEvents;
 pub use host_calls::host_error;
 pub use kinds::{KindError, Kinds, ResolvedKind};
 use plugin::{PluginShared, PluginVersion};
@@ -224,7 +226,10 @@ impl Runtime {
             field_manager: format!("kubewasm/{name}"),
             kinds: self.kinds.clone(),
             watches: self.watches.clone(),
-            recorder: Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
+            events: PluginEvents::new(
+                name,
+                Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
+            ),
             metrics: self.metrics.clone(),
             slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
             backoff: Default::default(),
@@ -285,7 +290,9 @@ impl Runtime {
         let generation = running.shared.version.load().generation + 1;
         let (version, watch_keys) = self.version(name, reconciler, grant, generation).await?;
         let concurrency = version.grant.limits.concurrency;
-        if concurrency != running.shared.version.load().grant.limits.concurrency {
+        let concurrency_changed =
+            concurrency != running.shared.version.load().grant.limits.concurrency;
+        if concurrency_changed {
             running
                 .shared
                 .slots
@@ -296,14 +303,19 @@ impl Runtime {
                 .set(concurrency.into());
         }
         running.shared.version.store(Arc::new(version));
-        if watch_keys != running.watch_keys {
+        // Controllers carry the concurrency cap too, so a new cap means new controllers.
+        if watch_keys != running.watch_keys || concurrency_changed {
             let new_controllers = self.spawn_controllers(&running.shared, &watch_keys);
             let old = std::mem::replace(&mut running.controllers, new_controllers);
             running.watch_keys = watch_keys;
             for controller in old {
                 controller.stop().await;
             }
-            tracing::info!(plugin = name, generation, "plugin moved to new watches");
+            tracing::info!(
+                plugin = name,
+                generation,
+                "plugin controllers restarted on its new watches or concurrency"
+            );
         }
         for controller in &running.controllers {
             controller.requeue_all();

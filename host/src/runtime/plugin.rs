@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use kube::runtime::events::Recorder;
 use tokio::sync::Semaphore;
 
 use super::backoff::Backoff;
+use super::events::PluginEvents;
 use super::kinds::{Kinds, ResolvedKind};
 use super::watches::Watches;
 use crate::grant::Grant;
@@ -51,7 +51,7 @@ pub struct PluginShared {
     /// The shared watches (for reads from the stores).
     pub watches: Arc<Watches>,
     /// Events, recorded with the host's identity.
-    pub recorder: Recorder,
+    pub events: PluginEvents,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Its concurrency cap (resized on reload).

@@ -1,0 +1,50 @@
+//! The Events a plugin records (its own through the `events` import, and the host's
+//! `ReconcileFailed` for each failure), rate-limited per plugin: a plugin failing on
+//! thousands of objects must not flood the API server that every tenant shares.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, Recorder};
+
+use crate::ops::metrics::{Metrics, PluginLabels};
+use crate::rate::TokenBucket;
+
+/// Events per second a plugin may record, sustained.
+pub const EVENTS_PER_SECOND: u64 = 5;
+/// Events a plugin may record at once.
+pub const EVENTS_BURST: u64 = 50;
+
+/// One plugin's Event sink.
+pub struct PluginEvents {
+    plugin: String,
+    recorder: Recorder,
+    bucket: TokenBucket,
+}
+
+impl PluginEvents {
+    /// A sink recording through `recorder`.
+    pub fn new(plugin: &str, recorder: Recorder) -> Self {
+        Self {
+            plugin: plugin.to_string(),
+            recorder,
+            bucket: TokenBucket::new(EVENTS_PER_SECOND, EVENTS_BURST),
+        }
+    }
+
+    /// Records `event` about `regarding` if the plugin's rate allows, and counts it in
+    /// `kubewasm_plugin_events_dropped_total` otherwise. Failing to record is logged,
+    /// never an error of the reconcile.
+    pub async fn publish(&self, metrics: &Metrics, event: &Event, regarding: &ObjectReference) {
+        if !self.bucket.admit(1) {
+            metrics
+                .events_dropped
+                .get_or_create(&PluginLabels {
+                    plugin: self.plugin.clone(),
+                })
+                .inc();
+            return;
+        }
+        if let Err(err) = self.recorder.publish(event, regarding).await {
+            tracing::warn!(plugin = %self.plugin, reason = %event.reason, "could not record an event: {err}");
+        }
+    }
+}
