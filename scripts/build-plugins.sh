@@ -27,8 +27,12 @@ fi
 
 if [[ $what == tests || $what == all ]]; then
   cp "$(rust_build misbehave)" "$test_out/misbehave.wasm"
+  # Hostile plugins: the same guest, misbehaving on every object it sees.
+  for behaviour in loop allocate panic log-flood recurse; do
+    cp "$(MISBEHAVE_DEFAULT=$behaviour rust_build misbehave)" "$test_out/hostile-$behaviour.wasm"
+  done
   for version in v1 v2; do
     cp "$(STAMP_VERSION=$version rust_build stamp)" "$test_out/stamp-$version.wasm"
   done
-  echo "built $test_out/misbehave.wasm, $test_out/stamp-v1.wasm, $test_out/stamp-v2.wasm"
+  echo "built the test guests in $test_out: $(cd "$test_out" && echo *.wasm)"
 fi

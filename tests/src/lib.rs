@@ -19,6 +19,7 @@ use kubewasm::cluster::{ControlPlane, signal_group};
 pub mod components;
 pub mod host;
 pub mod logs;
+pub mod mirror_round;
 pub mod native_mirror;
 pub mod plugins;
 pub mod wait;

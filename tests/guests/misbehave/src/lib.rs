@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
 
-use kubewasm_guest::k8s_openapi::api::core::v1::ConfigMap;
+use kubewasm_guest::k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kubewasm_guest::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubewasm_guest::{Action, Error, Object, Reconciler, Result, events, kube, log};
 use serde::Deserialize;
@@ -112,7 +112,48 @@ fn behave(subject: &Subject) -> Result<Action> {
             }
         }
         "fail-times" => fail_times(subject),
+        "trespass" => trespass(subject),
         other => Err(Error::msg(format!("unknown behaviour {other:?}"))),
+    }
+}
+
+/// Tries to read Secret `data.secret` in its own namespace and to create a ConfigMap in
+/// `data.target-namespace`, then records how each attempt ended in ConfigMap
+/// `<name>-report` (`ok`, or the error kind and message), and succeeds: a guest that is
+/// refused handles it like any other error.
+fn trespass(subject: &Subject) -> Result<Action> {
+    let namespace = subject.metadata.namespace.as_deref();
+    let name = subject.metadata.name.as_deref().unwrap_or("");
+    let secret = kube::get::<Secret>(namespace, subject.get("secret").unwrap_or("secret"));
+    let created = kube::create(&ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-trespass")),
+            namespace: subject.get("target-namespace").map(str::to_string),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let report = BTreeMap::from([
+        ("secret".to_string(), outcome(&secret)),
+        ("create".to_string(), outcome(&created)),
+    ]);
+    kube::apply(&ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-report")),
+            namespace: namespace.map(str::to_string),
+            ..Default::default()
+        },
+        data: Some(report),
+        ..Default::default()
+    })?;
+    Ok(Action::AwaitChange)
+}
+
+fn outcome<T>(result: &kube::Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".to_string(),
+        Err(kube::Error::Forbidden(message)) => format!("forbidden: {message}"),
+        Err(err) => format!("other: {err:?}"),
     }
 }
 

@@ -1,0 +1,111 @@
+//! One round of the end-to-end benchmarks: labelled ConfigMaps created in a fresh
+//! namespace, timed until every one is mirrored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use kubewasm::grant::Grant;
+use kubewasm::reconciler::Reconciler;
+use kubewasm::runtime::Runtime;
+
+use crate::host::config_map_grant;
+
+/// Creates in flight at once.
+pub const CREATORS: usize = 16;
+
+/// A plugin to run beside the mirror for the length of a round.
+pub struct Companion {
+    /// Name prefix of the plugin.
+    pub name: String,
+    /// Its reconciler.
+    pub reconciler: Arc<dyn Reconciler>,
+}
+
+/// Creates `objects` labelled ConfigMaps in a fresh namespace where `mirror` and the
+/// `companions` run (each granted ConfigMaps there), and returns the time from the first
+/// create until every mirror exists.
+pub async fn mirror_round(
+    client: &Client,
+    runtime: &Runtime,
+    objects: usize,
+    mirror: Arc<dyn Reconciler>,
+    companions: &[Companion],
+) -> anyhow::Result<Duration> {
+    let namespace = crate::test_namespace(client, "round").await?;
+    let grant = || Grant::parse(&config_map_grant(&namespace), "bench");
+    let mut plugins = Vec::new();
+    for companion in companions {
+        let name = crate::unique_name(&companion.name);
+        runtime
+            .start_plugin(&name, companion.reconciler.clone(), grant()?)
+            .await?;
+        plugins.push(name);
+    }
+    let name = crate::unique_name("mirror");
+    runtime.start_plugin(&name, mirror, grant()?).await?;
+    plugins.push(name);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+
+    // Count mirrors as they appear, from a watch opened before the first create.
+    let mut mirrors = watcher::watcher(
+        api.clone(),
+        watcher::Config::default().labels("kubewasm.dev/mirror-of"),
+    )
+    .applied_objects()
+    .boxed();
+    let started = Instant::now();
+    let creating = tokio::spawn(create_sources(api, objects));
+    let mut seen = HashSet::new();
+    while seen.len() < objects {
+        let mirror = mirrors
+            .try_next()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the mirror watch ended"))?;
+        seen.insert(mirror.metadata.name.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    creating.await??;
+    for plugin in plugins {
+        runtime.stop_plugin(&plugin).await?;
+    }
+    Ok(elapsed)
+}
+
+async fn create_sources(api: Api<ConfigMap>, objects: usize) -> Result<(), kube::Error> {
+    futures::stream::iter(0..objects)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let source = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(format!("source-{i:04}")),
+                        labels: Some(BTreeMap::from([(
+                            "kubewasm.dev/mirror".into(),
+                            "true".into(),
+                        )])),
+                        ..Default::default()
+                    },
+                    data: Some(BTreeMap::from([("value".into(), format!("{i}"))])),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &source)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(CREATORS)
+        .try_collect()
+        .await
+}
+
+/// The median of `samples`.
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
