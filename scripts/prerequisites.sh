@@ -7,7 +7,7 @@ SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(build-essential pkg-config rsync dpkg-dev golang-go curl ca-certificates)
+packages=(build-essential pkg-config rsync dpkg-dev golang-go curl ca-certificates python3 python3-venv)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
@@ -21,3 +21,10 @@ fi
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+# JavaScript plugins are built with componentize-js from npm; Node.js 20 or later is
+# preferred (the machine's own), Debian's nodejs otherwise.
+if ! command -v npm >/dev/null; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
+use kubewasm::grant::Grant;
 use kubewasm::ops::metrics::Metrics;
 use kubewasm::reconciler::Reconciler;
 use kubewasm::runtime::{Runtime, RuntimeOptions};
 use kubewasm::sandbox::{PluginOptions, Sandbox};
 use kubewasm_tests::mirror_round::{CREATORS, median, mirror_round};
 use kubewasm_tests::native_mirror::NativeMirror;
-use kubewasm_tests::plugins::example_bytes;
+use kubewasm_tests::plugins::{example_bytes, example_grant};
 use kubewasm_tests::{admin_client, admin_config, sandbox_config};
 
 const OBJECTS: usize = 1_000;
@@ -26,18 +27,22 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let runtime = Runtime::new(admin_config().await?, RuntimeOptions::default(), metrics)?;
     let sandbox = Sandbox::new(sandbox_config())?;
+    // PLUGIN=configmap-mirror-py (or -js) runs another language's mirror plugin, with
+    // the limits of its example grant.
+    let plugin = std::env::var("PLUGIN").unwrap_or_else(|_| "configmap-mirror".into());
+    let grant = Grant::parse(&example_grant(&plugin), "example grant")?;
+    let options = PluginOptions {
+        limits: grant.limits.sandbox(),
+        ..PluginOptions::default()
+    };
     let (wasm, _) = sandbox
-        .load(
-            "configmap-mirror",
-            example_bytes("configmap-mirror"),
-            PluginOptions::default(),
-        )
+        .load(&plugin, example_bytes(&plugin), options)
         .await?;
     let wasm: Arc<dyn Reconciler> = Arc::new(wasm);
     let native: Arc<dyn Reconciler> = Arc::new(NativeMirror::default());
 
     println!(
-        "{OBJECTS} labelled ConfigMaps created ({CREATORS} at a time) -> all mirrored; {ROUNDS} rounds each, alternating"
+        "{OBJECTS} labelled ConfigMaps created ({CREATORS} at a time) -> all mirrored by {plugin}; {ROUNDS} rounds each, alternating"
     );
     let (mut wasm_times, mut native_times) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {

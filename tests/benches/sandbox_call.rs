@@ -1,7 +1,8 @@
 //! One `apply` of the mirror plugin on a 5 KB ConfigMap: a fresh Store, instantiation
 //! and the call, with the pooling and the on-demand allocator, against the same logic
 //! as a native Rust reconciler. Run with `cargo bench -p kubewasm-tests --bench
-//! sandbox_call`; prints the figures BENCHMARKS.md quotes.
+//! sandbox_call`; prints the figures BENCHMARKS.md quotes. With `-- languages`, the
+//! same apply by the Python and JavaScript mirror plugins.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,14 +69,24 @@ struct Figures {
 }
 
 async fn measure(reconciler: &dyn Reconciler, object: &str, host: &Arc<MemoryHost>) -> Figures {
-    for _ in 0..WARMUP {
+    measure_n(reconciler, object, host, WARMUP, SAMPLES).await
+}
+
+async fn measure_n(
+    reconciler: &dyn Reconciler,
+    object: &str,
+    host: &Arc<MemoryHost>,
+    warmup: usize,
+    samples_wanted: usize,
+) -> Figures {
+    for _ in 0..warmup {
         reconciler
             .apply(object, host.clone())
             .await
             .expect("apply succeeds");
     }
-    let mut samples = Vec::with_capacity(SAMPLES);
-    for _ in 0..SAMPLES {
+    let mut samples = Vec::with_capacity(samples_wanted);
+    for _ in 0..samples_wanted {
         let started = Instant::now();
         reconciler
             .apply(object, host.clone())
@@ -130,17 +141,52 @@ async fn guest(name: &str, allocator: Allocator) -> kubewasm::sandbox::WasmPlugi
             } else {
                 example_bytes(name)
             },
-            PluginOptions::default(),
+            unthrottled(),
         )
         .await
         .expect("the mirror plugin loads")
         .0
 }
 
+/// Plugin options whose CPU budget never throttles a benchmark's back-to-back calls.
+fn unthrottled() -> PluginOptions {
+    let mut options = PluginOptions::default();
+    options.limits.cpu_millicores = 16_000;
+    options
+}
+
+/// The mirror plugin in Python and JavaScript: compile time, then calls.
+async fn languages(object: &str, host: &Arc<MemoryHost>) {
+    const LANGUAGE_SAMPLES: usize = 500;
+    println!("one apply of the mirror plugin per language, {LANGUAGE_SAMPLES} samples");
+    for name in ["configmap-mirror-py", "configmap-mirror-js"] {
+        let bytes = example_bytes(name);
+        for (allocator_name, allocator) in [
+            ("pooling", Allocator::Pooling),
+            ("on-demand", Allocator::OnDemand),
+        ] {
+            let started = Instant::now();
+            let plugin = guest(name, allocator).await;
+            let load = started.elapsed();
+            let figures = measure_n(&plugin, object, host, 20, LANGUAGE_SAMPLES).await;
+            print(&format!("{name}, {allocator_name}"), &figures, None);
+            println!(
+                "    {:.1} MB component, compiled and loaded in {:.2} s",
+                bytes.len() as f64 / 1e6,
+                load.as_secs_f64()
+            );
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let object = five_kb_config_map();
     let host = MemoryHost::new("bench/settings");
+    if std::env::args().any(|arg| arg == "languages") {
+        languages(&object, &host).await;
+        return;
+    }
     let only_overhead = std::env::args().any(|arg| arg == "overhead");
     if !only_overhead {
         println!(
@@ -174,7 +220,7 @@ async fn main() {
         .expect("the minimal component builds");
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("a sandbox");
     let plugin = sandbox
-        .load("floor", floor, PluginOptions::default())
+        .load("floor", floor, unthrottled())
         .await
         .expect("the minimal component loads")
         .0;

@@ -37,3 +37,9 @@ pub fn example_bytes(name: &str) -> Vec<u8> {
 pub fn test_guest_bytes(name: &str) -> Vec<u8> {
     std::fs::read(test_guest(name)).expect("reading a built test guest")
 }
+
+/// The grant built beside an example plugin (`target/plugins/NAME.yaml`).
+pub fn example_grant(name: &str) -> String {
+    let path = example(name).with_extension("yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+}

@@ -1,5 +1,5 @@
-//! The configmap-mirror plugin on a real API server: mirrors, finalizers, updates,
-//! deletions, and deletions while the host is down.
+//! The configmap-mirror plugin on a real API server, in every language it is written
+//! in: mirrors, finalizers, updates, deletions, and deletions while the host is down.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,8 +7,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
-use kubewasm_tests::plugins::example_bytes;
+use kubewasm_tests::host::{PluginFiles, TestHost};
+use kubewasm_tests::plugins::{example_bytes, example_grant};
 use kubewasm_tests::{admin_client, test_namespace, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -26,11 +26,41 @@ fn source(name: &str, labelled: bool) -> ConfigMap {
     }
 }
 
-async fn mirror_host(namespace: &str) -> anyhow::Result<TestHost> {
+/// Runs each scenario below once per language, as `<scenario>::<language>`.
+macro_rules! in_every_language {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn rust() -> anyhow::Result<()> {
+                super::$scenario("configmap-mirror").await
+            }
+
+            #[tokio::test]
+            async fn python() -> anyhow::Result<()> {
+                super::$scenario("configmap-mirror-py").await
+            }
+
+            #[tokio::test]
+            async fn javascript() -> anyhow::Result<()> {
+                super::$scenario("configmap-mirror-js").await
+            }
+        }
+    )*};
+}
+
+in_every_language!(
+    a_hundred_labelled_config_maps_are_mirrored_and_kept_in_sync,
+    deleting_a_source_deletes_its_mirror_and_then_the_source,
+    sources_deleted_while_the_host_is_down_are_cleaned_up_after_restart,
+);
+
+/// A host running `plugin` (an example's name) as plugin `mirror`.
+async fn mirror_host(plugin: &str, namespace: &str) -> anyhow::Result<TestHost> {
     TestHost::start(&[PluginFiles::new(
         "mirror",
-        example_bytes("configmap-mirror"),
-        config_map_grant(namespace),
+        example_bytes(plugin),
+        // The example's own grant, narrowed to the test's namespace.
+        format!("namespaces: [{namespace}]\n{}", example_grant(plugin)),
     )])
     .await
 }
@@ -72,10 +102,11 @@ async fn setup(prefix: &str) -> anyhow::Result<(Client, String, Api<ConfigMap>)>
     Ok((client, namespace, api))
 }
 
-#[tokio::test]
-async fn a_hundred_labelled_config_maps_are_mirrored_and_kept_in_sync() -> anyhow::Result<()> {
+async fn a_hundred_labelled_config_maps_are_mirrored_and_kept_in_sync(
+    plugin: &str,
+) -> anyhow::Result<()> {
     let (_client, namespace, api) = setup("mirror-sync").await?;
-    let host = mirror_host(&namespace).await?;
+    let host = mirror_host(plugin, &namespace).await?;
     let labelled: Vec<String> = (0..100).map(|i| format!("source-{i:03}")).collect();
     create_sources(&api, labelled.iter().cloned(), true).await?;
     create_sources(&api, (0..5).map(|i| format!("plain-{i}")), false).await?;
@@ -143,10 +174,11 @@ async fn a_hundred_labelled_config_maps_are_mirrored_and_kept_in_sync() -> anyho
     Ok(())
 }
 
-#[tokio::test]
-async fn deleting_a_source_deletes_its_mirror_and_then_the_source() -> anyhow::Result<()> {
+async fn deleting_a_source_deletes_its_mirror_and_then_the_source(
+    plugin: &str,
+) -> anyhow::Result<()> {
     let (_client, namespace, api) = setup("mirror-delete").await?;
-    let _host = mirror_host(&namespace).await?;
+    let _host = mirror_host(plugin, &namespace).await?;
     create_sources(&api, std::iter::once("doomed".to_string()), true).await?;
     wait::until("the mirror", WAIT, || async {
         Ok(api.get_opt("doomed-mirror").await?)
@@ -162,11 +194,11 @@ async fn deleting_a_source_deletes_its_mirror_and_then_the_source() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test]
-async fn sources_deleted_while_the_host_is_down_are_cleaned_up_after_restart() -> anyhow::Result<()>
-{
+async fn sources_deleted_while_the_host_is_down_are_cleaned_up_after_restart(
+    plugin: &str,
+) -> anyhow::Result<()> {
     let (_client, namespace, api) = setup("mirror-restart").await?;
-    let mut host = mirror_host(&namespace).await?;
+    let mut host = mirror_host(plugin, &namespace).await?;
     let names: Vec<String> = (0..20).map(|i| format!("gone-{i:02}")).collect();
     create_sources(&api, names.iter().cloned(), true).await?;
     wait::until("20 mirrors", WAIT, || async {
