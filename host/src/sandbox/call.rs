@@ -3,6 +3,7 @@
 //! [`ReconcileError`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -12,7 +13,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::CallObserver;
 use super::bindings::ReconcilerPre;
-use super::cpu::{CpuBudget, GuestClock};
+use super::cpu::{CpuBudget, GuestClock, nanos};
 use super::guest_log::PluginLog;
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
@@ -145,21 +146,26 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
     let timeout = setup.limits.timeout;
     let started = Instant::now();
     store.set_epoch_deadline(1);
-    // Every tick: interrupt the guest once the call's wall-clock deadline has passed;
-    // otherwise yield to the executor (a busy guest never holds an executor thread for
-    // long), sleeping first if the plugin is over its CPU budget.
+    // Every tick: interrupt the guest once the call's deadline has passed; otherwise
+    // yield to the executor (a busy guest never holds an executor thread for long),
+    // sleeping first if the plugin is over its CPU budget. Time paused for the budget
+    // does not count against the deadline: a guest is not failed for being throttled.
+    let paused = Arc::new(AtomicU64::new(0));
     let cpu = setup.cpu.clone();
     let clock = store.data().clock.clone();
+    let paused_in_callback = paused.clone();
     store.epoch_deadline_callback(move |_| {
-        let elapsed = started.elapsed();
+        let paused = &paused_in_callback;
+        let elapsed = started
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(paused.load(Ordering::Relaxed)));
         if elapsed >= timeout {
             return Ok(UpdateDeadline::Interrupt);
         }
-        let pause = cpu
-            .charge(clock.take_ran())
-            .map(|pause| pause.min(timeout - elapsed));
+        let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(timeout));
         if let Some(pause) = pause {
             cpu.record_pause(pause);
+            paused.fetch_add(nanos(pause), Ordering::Relaxed);
         }
         let clock = clock.clone();
         Ok(UpdateDeadline::YieldCustom(
@@ -188,10 +194,10 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
         };
         wasmtime::Result::Ok(returned)
     };
-    let result = match tokio::time::timeout(timeout + OUTER_TIMEOUT_GRACE, run).await {
-        Ok(Ok(returned)) => Ok(returned),
-        Ok(Err(err)) => Err(classify(err, &setup.limits, &stderr_tail)),
-        Err(_) => Err(ReconcileError::Deadline { limit: timeout }),
+    let result = match outer_timeout(started, timeout + OUTER_TIMEOUT_GRACE, &paused, run).await {
+        Some(Ok(returned)) => Ok(returned),
+        Some(Err(err)) => Err(classify(err, &setup.limits, &stderr_tail)),
+        None => Err(ReconcileError::Deadline { limit: timeout }),
     };
     // What ran since the last tick is charged too; the next call pays any debt.
     setup.cpu.charge(store.data().clock.take_ran());
@@ -200,6 +206,29 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
         _ => None,
     };
     (result, fuel_used)
+}
+
+/// Runs `work` until `limit` after `started`, extended by the time the guest was
+/// `paused` for its CPU budget; `None` when it ran out.
+async fn outer_timeout<F: std::future::Future>(
+    started: Instant,
+    limit: Duration,
+    paused: &AtomicU64,
+    work: F,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        let paused_so_far = paused.load(Ordering::Relaxed);
+        let deadline = started + limit + Duration::from_nanos(paused_so_far);
+        tokio::select! {
+            output = &mut work => return Some(output),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if paused.load(Ordering::Relaxed) == paused_so_far {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Turns a wasmtime error from instantiation or a call into the reason it failed.

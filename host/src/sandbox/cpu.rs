@@ -59,14 +59,19 @@ impl CpuBudget {
 
     /// Records a pause imposed on a guest, for [`CpuBudget::take_pauses`].
     pub fn record_pause(&self, pause: Duration) {
-        let nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
-        self.unreported_pauses.fetch_add(nanos, Ordering::Relaxed);
+        self.unreported_pauses
+            .fetch_add(nanos(pause), Ordering::Relaxed);
     }
 
     /// The pauses imposed since the last time this was asked.
     pub fn take_pauses(&self) -> Duration {
         Duration::from_nanos(self.unreported_pauses.swap(0, Ordering::Relaxed))
     }
+}
+
+/// `duration` in nanoseconds, saturating.
+pub fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Measures how long one call's guest has been running, between the points where it
