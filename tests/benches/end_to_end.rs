@@ -6,27 +6,22 @@
 use std::sync::Arc;
 
 use kubewasm::grant::Grant;
-use kubewasm::ops::metrics::Metrics;
 use kubewasm::reconciler::Reconciler;
-use kubewasm::runtime::{Runtime, RuntimeOptions};
-use kubewasm::sandbox::{PluginOptions, Sandbox};
-use kubewasm_tests::mirror_round::{CREATORS, median, mirror_round};
+use kubewasm::sandbox::PluginOptions;
+use kubewasm_tests::mirror_round::{Bench, CREATORS, median, mirror_round};
 use kubewasm_tests::native_mirror::NativeMirror;
 use kubewasm_tests::plugins::{example_bytes, example_grant};
-use kubewasm_tests::{admin_client, admin_config, sandbox_config};
 
 const OBJECTS: usize = 1_000;
 const ROUNDS: usize = 5;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("error")
-        .try_init();
-    let client = admin_client().await?;
-    let metrics = Arc::new(Metrics::new());
-    let runtime = Runtime::new(admin_config().await?, RuntimeOptions::default(), metrics)?;
-    let sandbox = Sandbox::new(sandbox_config())?;
+    let Bench {
+        client,
+        runtime,
+        sandbox,
+    } = Bench::new().await?;
     // PLUGIN=configmap-mirror-py (or -js) runs another language's mirror plugin, with
     // the limits of its example grant.
     let plugin = std::env::var("PLUGIN").unwrap_or_else(|_| "configmap-mirror".into());

@@ -6,34 +6,31 @@
 
 use std::sync::Arc;
 
-use kubewasm::ops::metrics::Metrics;
 use kubewasm::reconciler::Reconciler;
-use kubewasm::runtime::{Runtime, RuntimeOptions};
-use kubewasm::sandbox::{PluginOptions, Sandbox};
-use kubewasm_tests::mirror_round::{Companion, median, mirror_round};
+use kubewasm::sandbox::PluginOptions;
+use kubewasm_tests::mirror_round::{Bench, Companion, median, mirror_round};
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
-use kubewasm_tests::{admin_client, admin_config, sandbox_config};
 
 const OBJECTS: usize = 1_000;
 const ROUNDS: usize = 5;
+/// Rounds to run: `ROUNDS=3` overrides the default.
 fn rounds() -> usize {
     std::env::var("ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS)
 }
+
 /// The hostile behaviours; `HOSTILE=loop,panic` runs only those.
 const HOSTILE: [&str; 5] = ["loop", "allocate", "panic", "log-flood", "recurse"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("error")
-        .try_init();
-    let client = admin_client().await?;
-    let metrics = Arc::new(Metrics::new());
-    let runtime = Runtime::new(admin_config().await?, RuntimeOptions::default(), metrics)?;
-    let sandbox = Sandbox::new(sandbox_config())?;
+    let Bench {
+        client,
+        runtime,
+        sandbox,
+    } = Bench::new().await?;
     let load = |name: String, bytes: Vec<u8>| {
         let sandbox = &sandbox;
         async move {

@@ -16,6 +16,36 @@ use kubewasm::runtime::Runtime;
 
 use crate::host::config_map_grant;
 
+/// What a benchmark of rounds runs on: a client of the test control plane, a runtime,
+/// and a sandbox to load plugins into (errors-only logging, so output stays figures).
+pub struct Bench {
+    /// Admin client.
+    pub client: Client,
+    /// The runtime the rounds start plugins in.
+    pub runtime: Arc<Runtime>,
+    /// The sandbox.
+    pub sandbox: Arc<kubewasm::sandbox::Sandbox>,
+}
+
+impl Bench {
+    /// Starts (or joins) the test control plane and builds the runtime and sandbox.
+    pub async fn new() -> anyhow::Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("error")
+            .try_init();
+        let metrics = Arc::new(kubewasm::ops::metrics::Metrics::new());
+        Ok(Self {
+            client: crate::admin_client().await?,
+            runtime: Runtime::new(
+                crate::admin_config().await?,
+                kubewasm::runtime::RuntimeOptions::default(),
+                metrics,
+            )?,
+            sandbox: kubewasm::sandbox::Sandbox::new(crate::sandbox_config())?,
+        })
+    }
+}
+
 /// Creates in flight at once.
 pub const CREATORS: usize = 16;
 
