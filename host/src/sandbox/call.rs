@@ -200,11 +200,16 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
         None => Err(ReconcileError::Deadline { limit: timeout }),
     };
     // What ran since the last tick is charged too; the next call pays any debt.
-    setup.cpu.charge(store.data().clock.take_ran());
+    let ran = store.data().clock.take_ran();
     let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
         (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),
         _ => None,
     };
+    // Releasing the instance is the guest's cost too: a guest that filled its memory
+    // leaves the host that much to give back.
+    let releasing = Instant::now();
+    drop(store);
+    setup.cpu.charge(ran + releasing.elapsed());
     (result, fuel_used)
 }
 
