@@ -109,6 +109,18 @@ impl TestHost {
         self.manager().metrics().encode()
     }
 
+    /// Asserts that no reconcile of `plugin` has failed.
+    pub fn assert_no_reconcile_errors(&self, plugin: &str) {
+        assert_eq!(
+            self.metric(
+                "controller_runtime_reconcile_errors_total",
+                &format!("controller=\"{plugin}\"")
+            ),
+            0.0,
+            "reconciles of {plugin} failed"
+        );
+    }
+
     /// The value of the sample `name{labels}` (labels exactly as encoded, e.g.
     /// `controller="mirror",result="success"`), 0 when absent.
     pub fn metric(&self, name: &str, labels: &str) -> f64 {

@@ -164,13 +164,7 @@ async fn a_hundred_labelled_config_maps_are_mirrored_and_kept_in_sync(
         )
     })
     .await?;
-    assert_eq!(
-        host.metric(
-            "controller_runtime_reconcile_errors_total",
-            "controller=\"mirror\""
-        ),
-        0.0
-    );
+    host.assert_no_reconcile_errors("mirror");
     Ok(())
 }
 

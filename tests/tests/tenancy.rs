@@ -118,13 +118,7 @@ async fn calls_outside_the_grant_are_refused_in_the_host() -> anyhow::Result<()>
         assert!(denied >= 1.0, "{verb} {resource} denied {denied} times");
     }
     // Refused calls are errors the guest handled, not failed reconciles.
-    assert_eq!(
-        host.metric(
-            "controller_runtime_reconcile_errors_total",
-            "controller=\"trespasser\""
-        ),
-        0.0
-    );
+    host.assert_no_reconcile_errors("trespasser");
     Ok(())
 }
 
@@ -249,13 +243,7 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
         })
         .await?;
     }
-    assert_eq!(
-        host.metric(
-            "controller_runtime_reconcile_errors_total",
-            "controller=\"mirror\""
-        ),
-        0.0
-    );
+    host.assert_no_reconcile_errors("mirror");
     assert!(
         host.manager().runtime().ready(),
         "the host is no longer ready"
