@@ -377,10 +377,7 @@ async fn publish_failure(plugin: &PluginShared, object: &DynamicObject, err: &Re
         action: "Reconcile".to_string(),
         secondary: None,
     };
-    plugin
-        .events
-        .publish(&plugin.metrics, &event, &subject_of(object))
-        .await;
+    plugin.events.publish(&event, &subject_of(object)).await;
 }
 
 fn error_policy(

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::ops::metrics::{Metrics, PluginLabels};
 use crate::rate::TokenBucket;
@@ -18,29 +19,33 @@ pub struct PluginEvents {
     plugin: String,
     recorder: Recorder,
     bucket: TokenBucket,
+    /// Its `kubewasm_plugin_events_dropped_total`.
+    dropped: Counter,
 }
 
 impl PluginEvents {
-    /// A sink recording through `recorder`.
-    pub fn new(plugin: &str, recorder: Recorder) -> Self {
+    /// A sink recording through `recorder`, counting drops in `metrics`.
+    pub fn new(plugin: &str, recorder: Recorder, metrics: &Metrics) -> Self {
+        let dropped = metrics
+            .events_dropped
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .clone();
         Self {
             plugin: plugin.to_string(),
             recorder,
             bucket: TokenBucket::new(EVENTS_PER_SECOND, EVENTS_BURST),
+            dropped,
         }
     }
 
     /// Records `event` about `regarding` if the plugin's rate allows, and counts it in
     /// `kubewasm_plugin_events_dropped_total` otherwise. Failing to record is logged,
     /// never an error of the reconcile.
-    pub async fn publish(&self, metrics: &Metrics, event: &Event, regarding: &ObjectReference) {
+    pub async fn publish(&self, event: &Event, regarding: &ObjectReference) {
         if !self.bucket.admit(1) {
-            metrics
-                .events_dropped
-                .get_or_create(&PluginLabels {
-                    plugin: self.plugin.clone(),
-                })
-                .inc();
+            self.dropped.inc();
             return;
         }
         if let Err(err) = self.recorder.publish(event, regarding).await {

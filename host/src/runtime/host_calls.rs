@@ -353,10 +353,7 @@ impl HostCalls for KubeHostCalls {
             action: "Reconcile".to_string(),
             secondary: None,
         };
-        self.plugin
-            .events
-            .publish(&self.plugin.metrics, &event, &self.subject)
-            .await;
+        self.plugin.events.publish(&event, &self.subject).await;
     }
 
     fn subject(&self) -> String {

@@ -229,6 +229,7 @@ impl Runtime {
             events: PluginEvents::new(
                 name,
                 Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
+                &self.metrics,
             ),
             metrics: self.metrics.clone(),
             slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
