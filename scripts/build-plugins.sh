@@ -14,31 +14,9 @@ rust_build() { # crate name; prints the built file
   echo "target/wasm32-wasip2/plugin/${1//-/_}.wasm"
 }
 
-python_build() { # plugin dir, output file: app.py on guest-sdk/python
-  local bin
-  bin=$(scripts/toolchains.sh python)
-  "$bin/componentize-py" -d wit -w reconciler componentize app \
-    -p "$1" -p guest-sdk/python -o "$2" >/dev/null
-}
-
-js_build() { # plugin dir, output file: app.js on guest-sdk/js
-  local entry
-  entry=$(scripts/toolchains.sh js)
-  COMPONENTIZE_JS=$entry node scripts/componentize-js.mjs "${1%/}/app.js" "$2"
-}
-
 if [[ $what == examples || $what == all ]]; then
   for dir in plugins/*/; do
-    name=$(basename "$dir")
-    if [[ -f $dir/Cargo.toml ]]; then
-      cp "$(rust_build "$name")" "$out/$name.wasm"
-    elif [[ -f $dir/app.py ]]; then
-      python_build "$dir" "$out/$name.wasm"
-    elif [[ -f $dir/app.js ]]; then
-      js_build "$dir" "$out/$name.wasm"
-    fi
-    cp "$dir/grant.yaml" "$out/$name.yaml"
-    echo "built $out/$name.wasm"
+    scripts/build-plugin.sh "$dir" "$out"
   done
 fi
 

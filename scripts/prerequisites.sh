@@ -7,7 +7,9 @@ SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(build-essential pkg-config rsync dpkg-dev golang-go curl ca-certificates python3 python3-venv)
+packages=(build-essential pkg-config rsync dpkg-dev golang-go curl ca-certificates python3 python3-venv
+  # C plugins: clang for wasm32-wasi, its linker and runtime, wasi-libc, a JSON tokenizer.
+  clang lld wasi-libc libclang-rt-14-dev-wasm32 libjsmn-dev)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -44,6 +44,16 @@ macro_rules! in_every_language {
             async fn javascript() -> anyhow::Result<()> {
                 super::$scenario("configmap-mirror-js").await
             }
+
+            #[tokio::test]
+            async fn c() -> anyhow::Result<()> {
+                super::$scenario("configmap-mirror-c").await
+            }
+
+            #[tokio::test]
+            async fn go() -> anyhow::Result<()> {
+                super::$scenario("configmap-mirror-go").await
+            }
         }
     )*};
 }
