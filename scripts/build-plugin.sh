@@ -48,9 +48,10 @@ print(next(p["name"] for p in json.load(sys.stdin)["packages"]
            if os.path.samefile(p["manifest_path"], os.environ["MANIFEST"])))')
   # Plugins of this checkout's workspace share its `plugin` profile; a plugin made by
   # `kubewasm new` is its own workspace and defines the same profile.
-  cargo build --quiet --profile plugin --target wasm32-wasip2 --target-dir "$root/target" \
+  local target_dir=${CARGO_TARGET_DIR:-$root/target}
+  cargo build --quiet --profile plugin --target wasm32-wasip2 --target-dir "$target_dir" \
     --manifest-path "$dir/Cargo.toml" -p "$package"
-  cp "target/wasm32-wasip2/plugin/${package//-/_}.wasm" "$wasm"
+  cp "$target_dir/wasm32-wasip2/plugin/${package//-/_}.wasm" "$wasm"
 }
 
 build_python() {
@@ -67,7 +68,7 @@ build_js() {
 build_c() {
   local build=target/guest-build/c/$name
   bindings c "$build"
-  clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Werror \
+  clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Werror \
     -I "$build" -I guest-sdk/c "$dir"/*.c guest-sdk/c/*.c \
     "$build/reconciler.c" "$build/reconciler_component_type.o" -o "$build/core.wasm"
   componentize_core "$build/core.wasm" "$wasm"

@@ -34,6 +34,10 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Create a plugin folder: a reconciler in LANG on its SDK, a grant and a README.
+    ///
+    /// The result builds with scripts/build-plugin.sh and passes `kubewasm check` as is.
+    New(commands::new::NewArgs),
     /// Run a local control plane and the host on the example plugins, for development.
     Dev {
         #[command(flatten)]
@@ -109,6 +113,7 @@ async fn main() -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Check { file, sandbox } => commands::check::run(&file, sandbox.config()).await,
+        Command::New(args) => commands::new::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Dev { dev, sandbox } => commands::dev::run(dev, sandbox.config())
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -3,5 +3,6 @@
 pub mod check;
 pub mod cluster;
 pub mod dev;
+pub mod new;
 pub mod rebuild;
 pub mod run;
