@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         runtime,
         sandbox,
     } = Bench::new().await?;
-    // PLUGIN=configmap-mirror-py (or -js) runs another language's mirror plugin, with
+    // PLUGIN=configmap-mirror-py (or -js, -c, -go) runs another language's mirror plugin, with
     // the limits of its example grant.
     let plugin = std::env::var("PLUGIN").unwrap_or_else(|_| "configmap-mirror".into());
     let grant = Grant::parse(&example_grant(&plugin), "example grant")?;

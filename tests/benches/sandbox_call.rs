@@ -155,11 +155,16 @@ fn unthrottled() -> PluginOptions {
     options
 }
 
-/// The mirror plugin in Python and JavaScript: compile time, then calls.
+/// The mirror plugin in Python, JavaScript, C and Go: compile time, then calls.
 async fn languages(object: &str, host: &Arc<MemoryHost>) {
     const LANGUAGE_SAMPLES: usize = 500;
     println!("one apply of the mirror plugin per language, {LANGUAGE_SAMPLES} samples");
-    for name in ["configmap-mirror-py", "configmap-mirror-js"] {
+    for name in [
+        "configmap-mirror-py",
+        "configmap-mirror-js",
+        "configmap-mirror-c",
+        "configmap-mirror-go",
+    ] {
         let bytes = example_bytes(name);
         for (allocator_name, allocator) in [
             ("pooling", Allocator::Pooling),
