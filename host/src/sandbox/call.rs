@@ -13,7 +13,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::CallObserver;
 use super::bindings::ReconcilerPre;
-use super::cpu::{CpuBudget, GuestClock, nanos};
+use super::cpu::{CpuBudget, GuestClock, nanos, run_measured};
 use super::guest_log::PluginLog;
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
@@ -207,9 +207,8 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
     };
     // Releasing the instance is the guest's cost too: a guest that filled its memory
     // leaves the host that much to give back.
-    let releasing = Instant::now();
-    drop(store);
-    setup.cpu.charge(ran + releasing.elapsed());
+    let ((), released) = run_measured(|| drop(store));
+    setup.cpu.charge(ran + released);
     (result, fuel_used)
 }
 

@@ -75,21 +75,76 @@ pub fn nanos(duration: Duration) -> u64 {
 }
 
 /// Measures how long one call's guest has been running, between the points where it
-/// stops (a host call, a yield) and resumes.
+/// stops (a host call, a yield) and resumes: the CPU time of the thread it ran on, so
+/// that time the operating system gave the core to someone else (the API server, the
+/// host, other guests) is not charged to the guest.
 #[derive(Debug, Clone)]
 pub struct GuestClock(Arc<Mutex<ClockState>>);
 
 #[derive(Debug)]
 struct ClockState {
-    running_since: Option<Instant>,
+    running_since: Option<Mark>,
     ran: Duration,
+}
+
+/// A point in a guest's running time.
+#[derive(Debug)]
+struct Mark {
+    thread: std::thread::ThreadId,
+    thread_cpu: Option<Duration>,
+    wall: Instant,
+}
+
+impl Mark {
+    fn now() -> Self {
+        Self {
+            thread: std::thread::current().id(),
+            thread_cpu: thread_cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// The running time since the mark: the thread's CPU time when still on the same
+    /// thread (the usual case: a guest runs within one poll), wall time otherwise.
+    fn elapsed(&self) -> Duration {
+        match (self.thread_cpu, thread_cpu_time()) {
+            (Some(then), Some(now)) if self.thread == std::thread::current().id() => {
+                now.saturating_sub(then)
+            }
+            _ => self.wall.elapsed(),
+        }
+    }
+}
+
+/// The calling thread's CPU time (user and system).
+fn thread_cpu_time() -> Option<Duration> {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given, and nothing else.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    (status == 0).then(|| {
+        Duration::new(
+            u64::try_from(time.tv_sec).unwrap_or(0),
+            u32::try_from(time.tv_nsec).unwrap_or(0),
+        )
+    })
+}
+
+/// Measures the calling thread's CPU time spent in `work` (wall time if the platform
+/// has no thread clock).
+pub fn run_measured<T>(work: impl FnOnce() -> T) -> (T, Duration) {
+    let mark = Mark::now();
+    let result = work();
+    (result, mark.elapsed())
 }
 
 impl GuestClock {
     /// A clock that starts running now.
     pub fn start() -> Self {
         Self(Arc::new(Mutex::new(ClockState {
-            running_since: Some(Instant::now()),
+            running_since: Some(Mark::now()),
             ran: Duration::ZERO,
         })))
     }
@@ -108,7 +163,7 @@ impl GuestClock {
 
     /// The guest runs again.
     pub fn resume(&self) {
-        self.state().running_since = Some(Instant::now());
+        self.state().running_since = Some(Mark::now());
     }
 
     /// Stops the clock and returns the running time not yet taken.
@@ -142,19 +197,39 @@ mod tests {
         assert_eq!(budget.take_pauses(), Duration::ZERO);
     }
 
+    /// Keeps the calling thread busy for `duration` of wall time.
+    fn spin(duration: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            std::hint::spin_loop();
+        }
+    }
+
     #[test]
     fn the_clock_counts_running_time_and_leaves_out_host_calls() {
         let clock = GuestClock::start();
-        std::thread::sleep(Duration::from_millis(20)); // the guest "running"
+        spin(Duration::from_millis(20)); // the guest running
         clock.stop();
         std::thread::sleep(Duration::from_millis(500)); // a host call
         clock.resume();
         let ran = clock.take_ran();
-        // Had the host call been counted, the clock would show at least 520 ms.
+        // Had the host call been counted, the clock would show at least 520 ms. (Spinning
+        // on a loaded machine may get less than 20 ms of CPU.)
         assert!(
-            ran >= Duration::from_millis(20) && ran < Duration::from_millis(500),
+            ran > Duration::ZERO && ran < Duration::from_millis(500),
             "{ran:?}"
         );
         assert_eq!(clock.take_ran(), Duration::ZERO, "taken, and stopped");
+    }
+
+    #[test]
+    fn time_the_thread_does_not_run_is_not_charged() {
+        let clock = GuestClock::start();
+        // The thread off its core (here: asleep), as when the OS runs someone else.
+        std::thread::sleep(Duration::from_millis(300));
+        let ran = clock.take_ran();
+        assert!(ran < Duration::from_millis(100), "{ran:?}");
+        let ((), busy) = run_measured(|| spin(Duration::from_millis(30)));
+        assert!(busy > Duration::ZERO, "spinning is charged");
     }
 }
