@@ -89,12 +89,20 @@ kw_status kw_list(const char *api_version, const char *kind, const char *namespa
     return KW_OK;
 }
 
-kw_status kw_apply(const char *object_json, char **out) {
+/* apply and create: one object's JSON in, the stored object's JSON out. */
+typedef bool (*object_call)(reconciler_string_t *object, reconciler_string_t *ret,
+                            kube_error *err);
+
+static kw_status call_with_object(object_call call, const char *object_json, char **out) {
     reconciler_string_t object = borrow(object_json), result;
     kube_error error;
-    if (!kubewasm_controller_kube_apply(&object, &result, &error)) return fail_with(&error, out);
+    if (!call(&object, &result, &error)) return fail_with(&error, out);
     store(out, take_string(&result));
     return KW_OK;
+}
+
+kw_status kw_apply(const char *object_json, char **out) {
+    return call_with_object(kubewasm_controller_kube_apply, object_json, out);
 }
 
 kw_status kw_patch_status(const kw_ref *target, const char *status_json, char **out) {
@@ -108,11 +116,7 @@ kw_status kw_patch_status(const kw_ref *target, const char *status_json, char **
 }
 
 kw_status kw_create(const char *object_json, char **out) {
-    reconciler_string_t object = borrow(object_json), result;
-    kube_error error;
-    if (!kubewasm_controller_kube_create(&object, &result, &error)) return fail_with(&error, out);
-    store(out, take_string(&result));
-    return KW_OK;
+    return call_with_object(kubewasm_controller_kube_create, object_json, out);
 }
 
 kw_status kw_delete(const kw_ref *target, char **message) {
