@@ -43,3 +43,24 @@ pub fn example_grant(name: &str) -> String {
     let path = example(name).with_extension("yaml");
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
 }
+
+/// Defines one `#[tokio::test]` per language, named after it, that awaits `$run(plugin)`
+/// (returning `anyhow::Result<()>`) on that language's configmap-mirror example.
+#[macro_export]
+macro_rules! test_every_language {
+    ($run:path) => {
+        $crate::test_every_language!($run:
+            rust = "configmap-mirror",
+            python = "configmap-mirror-py",
+            javascript = "configmap-mirror-js",
+            c = "configmap-mirror-c",
+            go = "configmap-mirror-go",
+        );
+    };
+    ($run:path: $($language:ident = $plugin:literal),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $language() -> anyhow::Result<()> {
+            $run($plugin).await
+        }
+    )*};
+}

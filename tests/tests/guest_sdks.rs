@@ -85,7 +85,7 @@ fn assert_refused(language: &str, call: &str, result: Result<Action, ReconcileEr
     }
 }
 
-async fn sdk_round_trip(plugin_name: &str) {
+async fn sdk_round_trip(plugin_name: &str) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(kubewasm_tests::sandbox_config()).expect("a sandbox");
     let (plugin, _) = sandbox
         .load(
@@ -140,29 +140,7 @@ async fn sdk_round_trip(plugin_name: &str) {
         host.object(&mirror_ref()).is_none(),
         "{plugin_name} cleanup"
     );
+    Ok(())
 }
 
-#[tokio::test]
-async fn rust() {
-    sdk_round_trip("configmap-mirror").await;
-}
-
-#[tokio::test]
-async fn python() {
-    sdk_round_trip("configmap-mirror-py").await;
-}
-
-#[tokio::test]
-async fn javascript() {
-    sdk_round_trip("configmap-mirror-js").await;
-}
-
-#[tokio::test]
-async fn c() {
-    sdk_round_trip("configmap-mirror-c").await;
-}
-
-#[tokio::test]
-async fn go() {
-    sdk_round_trip("configmap-mirror-go").await;
-}
+kubewasm_tests::test_every_language!(sdk_round_trip);

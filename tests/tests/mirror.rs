@@ -30,30 +30,7 @@ fn source(name: &str, labelled: bool) -> ConfigMap {
 macro_rules! in_every_language {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
-            #[tokio::test]
-            async fn rust() -> anyhow::Result<()> {
-                super::$scenario("configmap-mirror").await
-            }
-
-            #[tokio::test]
-            async fn python() -> anyhow::Result<()> {
-                super::$scenario("configmap-mirror-py").await
-            }
-
-            #[tokio::test]
-            async fn javascript() -> anyhow::Result<()> {
-                super::$scenario("configmap-mirror-js").await
-            }
-
-            #[tokio::test]
-            async fn c() -> anyhow::Result<()> {
-                super::$scenario("configmap-mirror-c").await
-            }
-
-            #[tokio::test]
-            async fn go() -> anyhow::Result<()> {
-                super::$scenario("configmap-mirror-go").await
-            }
+            kubewasm_tests::test_every_language!(super::$scenario);
         }
     )*};
 }
