@@ -99,6 +99,81 @@ async fn a_looping_guest_leaves_the_executor_free() {
     assert_eq!(ticker.await.unwrap(), 5);
 }
 
+/// Counts the CPU-budget pauses the sandbox reports.
+#[derive(Default)]
+struct ThrottleCounter(std::sync::atomic::AtomicU64);
+
+impl kubewasm::sandbox::CallObserver for ThrottleCounter {
+    fn call_finished(
+        &self,
+        _: &str,
+        _: Duration,
+        _: &'static str,
+        _: Option<&str>,
+        _: Option<u64>,
+    ) {
+    }
+    fn log_lines_dropped(&self, _: &str, _: u64) {}
+    fn cpu_throttled(&self, _: &str, paused: Duration) {
+        let nanos = u64::try_from(paused.as_nanos()).unwrap_or(u64::MAX);
+        self.0
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn calls_too_short_to_be_paused_are_held_to_the_budget_too() {
+    // A guest that traps at once on every object never reaches an epoch tick, where
+    // running guests are paused; once its budget is spent, its next call waits instead.
+    let throttled = Arc::new(ThrottleCounter::default());
+    let (plugin, _) = sandbox()
+        .load(
+            "test",
+            test_guest_bytes("misbehave"),
+            PluginOptions {
+                limits: Limits {
+                    cpu_millicores: 1,
+                    ..Limits::default()
+                },
+                observer: Some(throttled.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the plugin loads");
+    // The 200 ms burst is spent after some thousand calls of ~0.1 ms each (more in a
+    // debug build).
+    let throttled_so_far =
+        || Duration::from_nanos(throttled.0.load(std::sync::atomic::Ordering::Relaxed));
+    let mut calls = 0;
+    while throttled_so_far().is_zero() {
+        assert!(calls < 20_000, "the plugin was never throttled");
+        let result = apply(&plugin, "panic").await;
+        assert!(
+            matches!(result, Err(ReconcileError::Trap { .. })),
+            "{result:?}"
+        );
+        calls += 1;
+    }
+    // From then on every call pays for the one before it, rather than only calls that
+    // happen to be running at an epoch tick.
+    for _ in 0..3 {
+        let before = throttled_so_far();
+        let started = std::time::Instant::now();
+        let _ = apply(&plugin, "panic").await;
+        let paused = throttled_so_far() - before;
+        assert!(
+            !paused.is_zero(),
+            "a call of a plugin in debt was not paused"
+        );
+        assert!(
+            started.elapsed() >= paused,
+            "paused {paused:?}, took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[tokio::test]
 async fn allocating_past_the_cap_traps_with_a_memory_error() {
     let plugin = misbehave(Limits {

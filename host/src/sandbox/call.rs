@@ -94,6 +94,10 @@ pub struct CallSetup {
 
 /// Runs one export in a fresh instance, and tells the observer how it went.
 pub async fn call(setup: CallSetup, export: Export) -> Result<Returned, ReconcileError> {
+    if let Some(debt) = setup.cpu.debt() {
+        setup.cpu.record_pause(debt);
+        tokio::time::sleep(debt).await;
+    }
     let started = Instant::now();
     let observer = setup.observer.clone();
     let plugin = setup.log.clone();

@@ -4,6 +4,9 @@
 //! host's cores from other plugins or from the API server beside it. Guests that run
 //! for a few milliseconds now and then never notice.
 //!
+//! A plugin in debt (its calls ran past the budget) starts its next call only once the
+//! debt is paid, so guests whose calls are all short are held to the budget too.
+//!
 //! Only time the guest actually runs is charged (instantiation included): not the time
 //! it waits in a host call for the API server, nor the time it waits for the executor
 //! after yielding.
@@ -55,6 +58,15 @@ impl CpuBudget {
         bucket.refilled = now;
         bucket.seconds -= ran.as_secs_f64();
         (bucket.seconds < 0.0).then(|| Duration::from_secs_f64(-bucket.seconds / self.cores))
+    }
+
+    /// How long a new call must wait before it starts, if the plugin is in debt.
+    ///
+    /// Calls too short to reach an epoch tick (a guest that traps at once, on every
+    /// object) are never paused while they run; without this, their cost would be
+    /// charged and never paid.
+    pub fn debt(&self) -> Option<Duration> {
+        self.charge(Duration::ZERO)
     }
 
     /// Records a pause imposed on a guest, for [`CpuBudget::take_pauses`].
