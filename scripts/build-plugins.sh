@@ -26,6 +26,8 @@ if [[ $what == tests || $what == all ]]; then
   for behaviour in loop allocate panic log-flood recurse; do
     cp "$(MISBEHAVE_DEFAULT=$behaviour rust_build misbehave)" "$test_out/hostile-$behaviour.wasm"
   done
+  # Its well-behaved twin, which returns at once on every object (benchmarks' control).
+  cp "$(MISBEHAVE_DEFAULT=ok rust_build misbehave)" "$test_out/well-behaved.wasm"
   for version in v1 v2; do
     cp "$(STAMP_VERSION=$version rust_build stamp)" "$test_out/stamp-$version.wasm"
   done

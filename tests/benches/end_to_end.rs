@@ -41,8 +41,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let (mut wasm_times, mut native_times) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {
-        let native_time = mirror_round(&client, &runtime, OBJECTS, native.clone(), &[]).await?;
-        let wasm_time = mirror_round(&client, &runtime, OBJECTS, wasm.clone(), &[]).await?;
+        let native_time = mirror_round(&client, &runtime, OBJECTS, native.clone(), &[])
+            .await?
+            .elapsed;
+        let wasm_time = mirror_round(&client, &runtime, OBJECTS, wasm.clone(), &[])
+            .await?
+            .elapsed;
         println!(
             "round {}: native {:>6.2} s   wasm {:>6.2} s",
             i + 1,

@@ -17,6 +17,7 @@ use kube::{Api, Client, Config};
 use kubewasm::cluster::{ControlPlane, signal_group};
 
 pub mod components;
+pub mod cpu_usage;
 pub mod host;
 pub mod logs;
 pub mod mirror_round;

@@ -14,6 +14,7 @@ use kubewasm::grant::Grant;
 use kubewasm::reconciler::Reconciler;
 use kubewasm::runtime::Runtime;
 
+use crate::cpu_usage::CpuSeconds;
 use crate::host::config_map_grant;
 
 /// What a benchmark of rounds runs on: a client of the test control plane, a runtime,
@@ -57,16 +58,25 @@ pub struct Companion {
     pub reconciler: Arc<dyn Reconciler>,
 }
 
+/// What one round took.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// From the first create until every mirror existed.
+    pub elapsed: Duration,
+    /// CPU time used by the API server, etcd and this process in that time.
+    pub cpu: CpuSeconds,
+}
+
 /// Creates `objects` labelled ConfigMaps in a fresh namespace where `mirror` and the
-/// `companions` run (each granted ConfigMaps there), and returns the time from the first
-/// create until every mirror exists.
+/// `companions` run (each granted ConfigMaps there), and returns how long it took until
+/// every mirror existed.
 pub async fn mirror_round(
     client: &Client,
     runtime: &Runtime,
     objects: usize,
     mirror: Arc<dyn Reconciler>,
     companions: &[Companion],
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Round> {
     let namespace = crate::test_namespace(client, "round").await?;
     let grant = || Grant::parse(&config_map_grant(&namespace), "bench");
     let mut plugins = Vec::new();
@@ -89,6 +99,7 @@ pub async fn mirror_round(
     )
     .applied_objects()
     .boxed();
+    let cpu_before = CpuSeconds::now();
     let started = Instant::now();
     let creating = tokio::spawn(create_sources(api, objects));
     let mut seen = HashSet::new();
@@ -100,11 +111,12 @@ pub async fn mirror_round(
         seen.insert(mirror.metadata.name.unwrap_or_default());
     }
     let elapsed = started.elapsed();
+    let cpu = CpuSeconds::now().since(&cpu_before);
     creating.await??;
     for plugin in plugins {
         runtime.stop_plugin(&plugin).await?;
     }
-    Ok(elapsed)
+    Ok(Round { elapsed, cpu })
 }
 
 async fn create_sources(api: Api<ConfigMap>, objects: usize) -> Result<(), kube::Error> {
