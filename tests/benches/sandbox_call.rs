@@ -2,7 +2,8 @@
 //! and the call, with the pooling and the on-demand allocator, against the same logic
 //! as a native Rust reconciler. Run with `cargo bench -p kubewasm-tests --bench
 //! sandbox_call`; prints the figures BENCHMARKS.md quotes. With `-- languages`, the
-//! same apply by the Python and JavaScript mirror plugins.
+//! same apply by the Python, JavaScript, C and Go mirror plugins; with `-- failing`, one
+//! call of tests/guests/misbehave per behaviour (returning, failing, trapping).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,10 +185,43 @@ async fn languages(object: &str, host: &Arc<MemoryHost>) {
     }
 }
 
+/// A call of the misbehave guest per behaviour, failing ones included.
+async fn failing(host: &Arc<MemoryHost>) {
+    const FAILING_SAMPLES: usize = 2_000;
+    let plugin = guest("misbehave", Allocator::Pooling).await;
+    println!("one apply of tests/guests/misbehave per behaviour, {FAILING_SAMPLES} samples");
+    for behaviour in ["ok", "fail", "panic", "recurse"] {
+        let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"},
+            "data": {"behaviour": behaviour}})
+        .to_string();
+        let mut samples = Vec::with_capacity(FAILING_SAMPLES);
+        for _ in 0..FAILING_SAMPLES {
+            let started = Instant::now();
+            let _ = plugin.apply(&object, host.clone()).await;
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+        print(
+            behaviour,
+            &Figures {
+                median: at(0.5),
+                p90: at(0.9),
+                p99: at(0.99),
+            },
+            None,
+        );
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let object = five_kb_config_map();
     let host = MemoryHost::new("bench/settings");
+    if std::env::args().any(|arg| arg == "failing") {
+        failing(&host).await;
+        return;
+    }
     if std::env::args().any(|arg| arg == "languages") {
         languages(&object, &host).await;
         return;
