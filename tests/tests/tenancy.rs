@@ -221,6 +221,10 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
             "plugin=\"hostile-loop\",outcome=\"deadline\"",
         ),
         (
+            "kubewasm_plugin_cpu_throttled_seconds_total",
+            "plugin=\"hostile-loop\"",
+        ),
+        (
             "kubewasm_plugin_calls_total",
             "plugin=\"hostile-allocate\",outcome=\"memory\"",
         ),
