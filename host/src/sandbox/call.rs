@@ -94,9 +94,12 @@ pub struct CallSetup {
 
 /// Runs one export in a fresh instance, and tells the observer how it went.
 pub async fn call(setup: CallSetup, export: Export) -> Result<Returned, ReconcileError> {
+    // At most a deadline's worth at a time, as pauses within a call: a plugin being
+    // stopped or reloaded waits for its calls, and the next call pays the rest.
     if let Some(debt) = setup.cpu.debt() {
-        setup.cpu.record_pause(debt);
-        tokio::time::sleep(debt).await;
+        let pause = debt.min(setup.limits.timeout);
+        setup.cpu.record_pause(pause);
+        tokio::time::sleep(pause).await;
     }
     let started = Instant::now();
     let observer = setup.observer.clone();

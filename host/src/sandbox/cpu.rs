@@ -63,8 +63,8 @@ impl CpuBudget {
     /// How long a new call must wait before it starts, if the plugin is in debt.
     ///
     /// Calls too short to reach an epoch tick (a guest that traps at once, on every
-    /// object) are never paused while they run; without this, their cost would be
-    /// charged and never paid.
+    /// object) are paused only when a tick happens to land inside one; without this,
+    /// their debt would be paid in rare lumps rather than call by call.
     pub fn debt(&self) -> Option<Duration> {
         self.charge(Duration::ZERO)
     }
