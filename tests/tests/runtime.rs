@@ -193,3 +193,67 @@ async fn the_host_is_ready_once_its_watches_have_synced() -> anyhow::Result<()> 
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_plugin_with_a_selector_shares_the_watch_of_every_object_in_its_scope()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "selector").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let host = TestHost::start(&[misbehave("every-object", &namespace)]).await?;
+    // One object before the plugin with the selector starts, one after; and one
+    // without the label, which it must never see.
+    let labelled = |name: &str| {
+        let mut object = config_map(name, &[("behaviour", "ok")]);
+        object.metadata.labels = Some(BTreeMap::from([(
+            "kubewasm.dev/mirror".to_string(),
+            "true".to_string(),
+        )]));
+        object
+    };
+    api.create(&PostParams::default(), &labelled("before"))
+        .await?;
+    api.create(
+        &PostParams::default(),
+        &config_map("unlabelled", &[("behaviour", "ok")]),
+    )
+    .await?;
+    kubewasm_tests::host::write_plugin(
+        host.dir(),
+        &PluginFiles::new(
+            "mirror",
+            kubewasm_tests::plugins::example_bytes("configmap-mirror"),
+            config_map_grant(&namespace),
+        ),
+    )?;
+    wait::until("the mirror plugin to start", WAIT, || async {
+        Ok((host.metric("kubewasm_plugins", "") == 2.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        host.metric("kubewasm_watches", ""),
+        1.0,
+        "one watch for both"
+    );
+    api.create(&PostParams::default(), &labelled("after"))
+        .await?;
+
+    for source in ["before", "after"] {
+        wait::until(&format!("{source} mirrored"), WAIT, || async {
+            Ok(api.get_opt(&format!("{source}-mirror")).await?.map(|_| ()))
+        })
+        .await?;
+    }
+    let unlabelled = api.get("unlabelled").await?;
+    assert!(
+        unlabelled
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty(),
+        "the mirror plugin took an object outside its selector"
+    );
+    assert!(api.get_opt("unlabelled-mirror").await?.is_none());
+    host.assert_no_reconcile_errors("mirror");
+    Ok(())
+}

@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DynamicObject};
+use kube::core::Selector;
 use kube::runtime::controller::{self, Action as KubeAction, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff;
 use super::host_calls::KubeHostCalls;
 use super::plugin::{PluginShared, PluginVersion};
-use super::watches::SharedWatch;
+use super::watches::{SharedWatch, matches};
 use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
 use crate::reconciler::{Action, ReconcileError};
 
@@ -66,27 +67,38 @@ pub struct ScopeController {
 }
 
 impl ScopeController {
-    /// Starts a controller of `plugin` over `watch`. It stops taking new work when
-    /// `shutdown` is cancelled and ends once running reconciles have finished.
+    /// Starts a controller of `plugin` over `watch`, of whose objects it reconciles
+    /// those matching `filter` (when the watch is wider than the plugin's selector). It
+    /// stops taking new work when `shutdown` is cancelled and ends once running
+    /// reconciles have finished.
     pub fn spawn(
         plugin: Arc<PluginShared>,
         watch: Arc<SharedWatch>,
+        filter: Option<Selector>,
         shutdown: CancellationToken,
     ) -> Self {
         let (requeue_all, requeue_rx) = mpsc::unbounded_channel();
+        // A shared watch may have listed its objects before this controller subscribed:
+        // those already in its store are queued once at the start (the subscription,
+        // opened first, brings everything after).
+        let _ = requeue_all.send(());
         let resource = watch.key().resource.clone();
         // kube-runtime's own cap keeps queued objects in its scheduler; the plugin's
         // slots then cap its reconciles across all its scopes.
         let concurrency = plugin.version.load().grant.limits.concurrency;
-        let controller =
-            Controller::for_shared_stream_with(watch.subscribe(), watch.store().clone(), resource)
-                .with_config(controller::Config::default().concurrency(concurrency))
-                .reconcile_all_on(UnboundedReceiverStream::new(requeue_rx))
-                .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        let controller = Controller::for_shared_stream_with(
+            watch.subscribe(filter.clone()),
+            watch.store().clone(),
+            resource,
+        )
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .reconcile_all_on(UnboundedReceiverStream::new(requeue_rx))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let scope = watch.key().to_string();
         let name = plugin.name.clone();
         let context = Arc::new(ScopeContext {
             plugin,
+            filter,
             stopping: shutdown.clone(),
         });
         let task = tokio::spawn(async move {
@@ -198,6 +210,8 @@ impl Drop for GaugeGuard {
 /// What every reconcile of one [`ScopeController`] shares.
 struct ScopeContext {
     plugin: Arc<PluginShared>,
+    /// The plugin's label selector, when its watch is wider.
+    filter: Option<Selector>,
     /// Cancelled when the controller stops taking work.
     stopping: CancellationToken,
 }
@@ -206,6 +220,13 @@ async fn reconcile(
     object: Arc<DynamicObject>,
     context: Arc<ScopeContext>,
 ) -> Result<KubeAction, ReconcileFailure> {
+    if let Some(filter) = &context.filter
+        && !matches(filter, &object)
+    {
+        // Requeued, or queued before its labels changed: with its own watch, the plugin
+        // would not have the object at all.
+        return Ok(KubeAction::await_change());
+    }
     let plugin = context.plugin.clone();
     let version = plugin.version.load_full();
     let finalizer_name = version.reconciler.description().finalizer.clone();

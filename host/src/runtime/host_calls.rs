@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::SelectorExt;
 use kube::runtime::events::{Event, EventType as KubeEventType};
 
 use super::access::{self, Request};
 use super::kinds::{KindError, ResolvedKind};
 use super::plugin::{PluginShared, PluginVersion};
+use super::watches;
 use crate::grant::Verb;
 use crate::reconciler::{EventType, HostCalls, HostError, ObjectRef};
 
@@ -111,13 +111,7 @@ impl KubeHostCalls {
                     .is_none_or(|namespace| object.metadata.namespace.as_deref() == Some(namespace))
             };
             let matches = |object: &DynamicObject| match selector {
-                Some((_, parsed)) if !same_selector => parsed.matches(
-                    object
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .unwrap_or(&Default::default()),
-                ),
+                Some((_, parsed)) if !same_selector => watches::matches(parsed, object),
                 _ => true,
             };
             return Ok(watch

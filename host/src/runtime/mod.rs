@@ -265,11 +265,8 @@ impl Runtime {
     ) -> Vec<ScopeController> {
         keys.iter()
             .map(|key| {
-                ScopeController::spawn(
-                    shared.clone(),
-                    self.watches.acquire(key.clone()),
-                    self.shutdown.child_token(),
-                )
+                let (watch, filter) = self.watches.acquire(key.clone());
+                ScopeController::spawn(shared.clone(), watch, filter, self.shutdown.child_token())
             })
             .collect()
     }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector::ObjectRef};
@@ -95,18 +96,25 @@ impl SharedWatch {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// Objects as they change (and, after falling behind, every cached object).
-    pub fn subscribe(&self) -> impl Stream<Item = Arc<DynamicObject>> + Send + 'static {
+    /// Objects as they change (and, after falling behind, every cached object), only
+    /// those matching `filter` when there is one.
+    pub fn subscribe(
+        &self,
+        filter: Option<Selector>,
+    ) -> impl Stream<Item = Arc<DynamicObject>> + Send + 'static {
         let store = self.store.clone();
         let key = self.key.to_string();
         BroadcastStream::new(self.fan_out.subscribe()).flat_map(move |item| {
-            let objects = match item {
+            let mut objects = match item {
                 Ok(object) => vec![object],
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     tracing::warn!(watch = %key, missed, "a controller fell behind its watch; resynchronising it from the store");
                     store.state()
                 }
             };
+            if let Some(filter) = &filter {
+                objects.retain(|object| matches(filter, object));
+            }
             futures::stream::iter(objects)
         })
     }
@@ -148,17 +156,31 @@ impl Watches {
         }
     }
 
-    /// The watch for `key`, started if nobody holds it yet. It stops when the last
-    /// holder drops it.
-    pub fn acquire(&self, key: WatchKey) -> Arc<SharedWatch> {
+    /// The watch serving `key`, started if nobody holds one yet; it stops when the last
+    /// holder drops it. A key with a label selector is served by a running watch of every
+    /// object of the same kind and namespace when there is one, rather than by a second
+    /// API-server watch that sends the same objects again; the selector is then returned
+    /// for the holder to apply in the host.
+    pub fn acquire(&self, key: WatchKey) -> (Arc<SharedWatch>, Option<Selector>) {
         let mut watches = self.watches.lock().expect("watch registry poisoned");
         watches.retain(|_, watch| watch.strong_count() > 0);
         if let Some(watch) = watches.get(&key).and_then(Weak::upgrade) {
-            return watch;
+            return (watch, None);
+        }
+        let wider = WatchKey {
+            label_selector: None,
+            ..key.clone()
+        };
+        let selector = key.label_selector.as_deref().map(crate::selector::parse);
+        if let (Some(watch), Some(Ok(selector))) =
+            (watches.get(&wider).and_then(Weak::upgrade), selector)
+        {
+            tracing::info!(watch = %key, "served by the watch of every object in its scope");
+            return (watch, Some(selector));
         }
         let watch = Arc::new(self.start(key.clone()));
         watches.insert(key, Arc::downgrade(&watch));
-        watch
+        (watch, None)
     }
 
     /// Running watches of `resource` that cover `namespace` (`None`: all namespaces),
@@ -253,6 +275,17 @@ async fn run(
             Err(err) => tracing::warn!(watch = %key, "watch failed, retrying with backoff: {err}"),
         }
     }
+}
+
+/// Whether `object`'s labels match `selector`.
+pub fn matches(selector: &Selector, object: &DynamicObject) -> bool {
+    selector.matches(
+        object
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap_or(&Default::default()),
+    )
 }
 
 /// Removes what no plugin needs and every plugin would pay to copy: managed fields and
