@@ -119,7 +119,7 @@ fn fast_temp_dir() -> PathBuf {
 }
 
 /// Logs to the test output (`RUST_LOG`, default `warn`) and captures warnings and
-/// errors for [`logs::matching`].
+/// errors, and the sandbox's debug lines (guest backtraces), for [`logs::matching`].
 pub fn init_tracing() {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt;
@@ -132,7 +132,13 @@ pub fn init_tracing() {
                 .with_test_writer()
                 .with_filter(filter),
         )
-        .with(logs::CaptureLayer.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
+        .with(
+            logs::CaptureLayer.with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing::Level::WARN)
+                    .with_target("kubewasm::sandbox", tracing::Level::DEBUG),
+            ),
+        )
         .try_init();
 }
 

@@ -1,16 +1,16 @@
-//! Warnings and errors the code under test logged, for tests that assert a failure was
-//! reported.
+//! What the code under test logged (as filtered by [`crate::init_tracing`]), for tests
+//! that assert a failure was reported.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Records every warning and error as one line: level, message, then the fields.
+/// Records every event it is given as one line: level, message, then the fields.
 pub struct CaptureLayer;
 
 struct Line(String);
@@ -36,9 +36,6 @@ impl Visit for Line {
 impl<S: Subscriber> Layer<S> for CaptureLayer {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let level = *event.metadata().level();
-        if level > Level::WARN {
-            return;
-        }
         let mut line = Line(level.to_string());
         event.record(&mut line);
         LINES.lock().expect("log capture poisoned").push(line.0);

@@ -192,6 +192,7 @@ async fn allocating_past_the_cap_traps_with_a_memory_error() {
 
 #[tokio::test]
 async fn a_panic_is_a_trap_carrying_the_panic_message() {
+    kubewasm_tests::init_tracing();
     let plugin = misbehave(Limits::default()).await;
     match apply(&plugin, "panic").await {
         Err(ReconcileError::Trap { code, message }) => {
@@ -200,6 +201,10 @@ async fn a_panic_is_a_trap_carrying_the_panic_message() {
         }
         other => panic!("expected a trap, got {other:?}"),
     }
+    // Where it trapped goes to the debug log, for the plugin's author.
+    let backtraces =
+        kubewasm_tests::logs::matching(&["guest trapped", "wasm backtrace", "plugin=test"]);
+    assert!(!backtraces.is_empty(), "no backtrace logged");
 }
 
 #[tokio::test]

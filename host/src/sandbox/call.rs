@@ -203,7 +203,10 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
     };
     let result = match outer_timeout(started, timeout + OUTER_TIMEOUT_GRACE, &paused, run).await {
         Some(Ok(returned)) => Ok(returned),
-        Some(Err(err)) => Err(classify(err, &setup.limits, &stderr_tail)),
+        Some(Err(err)) => {
+            log_backtrace(setup.log.plugin(), &err);
+            Err(classify(err, &setup.limits, &stderr_tail))
+        }
         None => Err(ReconcileError::Deadline { limit: timeout }),
     };
     // What ran since the last tick is charged too; the next call pays any debt.
@@ -269,6 +272,16 @@ fn classify(err: wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> Recon
         // Not a trap: the guest returned, but its result could not be lifted (an
         // invalid discriminant, a string that is not UTF-8, a pointer out of bounds).
         None => ReconcileError::InvalidResult(format!("{err:#}")),
+    }
+}
+
+/// Logs where in the guest a trap happened, for the plugin's author: too long for the
+/// error that Events and metrics carry, so at debug level only.
+fn log_backtrace(plugin: &str, err: &wasmtime::Error) {
+    if let Some(backtrace) = err.downcast_ref::<wasmtime::WasmBacktrace>()
+        && !backtrace.frames().is_empty()
+    {
+        tracing::debug!(plugin, "guest trapped: {}\n{backtrace}", err.root_cause());
     }
 }
 
