@@ -95,12 +95,19 @@ async fn measure_n(
             .expect("apply succeeds");
         samples.push(started.elapsed());
     }
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-    Figures {
-        median: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
+    Figures::of(samples)
+}
+
+impl Figures {
+    /// The median and tail of `samples`.
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+        Self {
+            median: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+        }
     }
 }
 
@@ -200,17 +207,7 @@ async fn failing(host: &Arc<MemoryHost>) {
             let _ = plugin.apply(&object, host.clone()).await;
             samples.push(started.elapsed());
         }
-        samples.sort();
-        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-        print(
-            behaviour,
-            &Figures {
-                median: at(0.5),
-                p90: at(0.9),
-                p99: at(0.99),
-            },
-            None,
-        );
+        print(behaviour, &Figures::of(samples), None);
     }
 }
 
