@@ -16,6 +16,9 @@ const MAX_DOUBLINGS: u32 = 7;
 /// A failure record older than this is forgotten (its object was deleted or fixed
 /// without a successful reconcile we saw).
 const FORGET_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often forgotten records are swept out (not on every failure: a plugin failing
+/// on every one of thousands of objects would walk them all each time).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Resync after success: random in [SUCCESS_MIN, SUCCESS_MAX).
 const SUCCESS_MIN: Duration = Duration::from_secs(40 * 60);
 const SUCCESS_MAX: Duration = Duration::from_secs(60 * 60);
@@ -26,10 +29,33 @@ struct Failures {
     last: Instant,
 }
 
+impl Failures {
+    fn forgotten(&self, now: Instant) -> bool {
+        now.duration_since(self.last) >= FORGET_AFTER
+    }
+}
+
+#[derive(Debug)]
+struct Records {
+    by_uid: HashMap<String, Failures>,
+    swept: Instant,
+}
+
 /// Per-object failure counts, keyed by object UID.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backoff {
-    failures: Mutex<HashMap<String, Failures>>,
+    failures: Mutex<Records>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            failures: Mutex::new(Records {
+                by_uid: HashMap::new(),
+                swept: Instant::now(),
+            }),
+        }
+    }
 }
 
 impl Backoff {
@@ -37,11 +63,18 @@ impl Backoff {
     pub fn on_failure(&self, uid: &str) -> Duration {
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("backoff poisoned");
-        failures.retain(|_, record| now.duration_since(record.last) < FORGET_AFTER);
-        let record = failures.entry(uid.to_string()).or_insert(Failures {
+        if now.duration_since(failures.swept) >= SWEEP_EVERY {
+            failures.by_uid.retain(|_, record| !record.forgotten(now));
+            failures.swept = now;
+        }
+        let fresh = Failures {
             count: 0,
             last: now,
-        });
+        };
+        let record = failures.by_uid.entry(uid.to_string()).or_insert(fresh);
+        if record.forgotten(now) {
+            *record = fresh;
+        }
         let base = FIRST * 2u32.pow(record.count.min(MAX_DOUBLINGS));
         record.count = record.count.saturating_add(1);
         record.last = now;
@@ -50,7 +83,11 @@ impl Backoff {
 
     /// Forgets `uid`'s failures after a success.
     pub fn on_success(&self, uid: &str) {
-        self.failures.lock().expect("backoff poisoned").remove(uid);
+        self.failures
+            .lock()
+            .expect("backoff poisoned")
+            .by_uid
+            .remove(uid);
     }
 
     /// Consecutive failures recorded for `uid`.
@@ -58,7 +95,9 @@ impl Backoff {
         self.failures
             .lock()
             .expect("backoff poisoned")
+            .by_uid
             .get(uid)
+            .filter(|record| !record.forgotten(Instant::now()))
             .map(|record| record.count)
             .unwrap_or(0)
     }
@@ -136,6 +175,22 @@ mod tests {
         tokio::time::sleep(FORGET_AFTER).await;
         backoff.on_failure("other");
         assert_eq!(backoff.failures("gone"), 0);
+        let records = backoff.failures.lock().unwrap();
+        assert!(!records.by_uid.contains_key("gone"), "swept out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_object_failing_again_after_a_long_pause_starts_over() {
+        let backoff = Backoff::default();
+        retries(&backoff, "again", 4).await;
+        // A sweep while it is still remembered, then past its time but before the next.
+        tokio::time::sleep(FORGET_AFTER - SWEEP_EVERY / 2).await;
+        backoff.on_failure("other");
+        tokio::time::sleep(SWEEP_EVERY / 2).await;
+        assert_eq!(backoff.failures("again"), 0, "forgotten");
+        let delay = backoff.on_failure("again");
+        assert!(delay < Duration::from_secs(2), "{delay:?}");
+        assert_eq!(backoff.failures("again"), 1);
     }
 
     #[test]
