@@ -208,6 +208,24 @@ async fn a_panic_is_a_trap_carrying_the_panic_message() {
 }
 
 #[tokio::test]
+async fn every_call_starts_from_a_fresh_instance() {
+    let plugin = misbehave(Limits::default()).await;
+    // Between calls that remember, ones that leave their instance dirty: a trap, a
+    // memory bomb, a stack overflow.
+    for between in ["ok", "panic", "allocate", "recurse", "ok"] {
+        for _ in 0..3 {
+            match apply(&plugin, "remember").await {
+                Err(ReconcileError::Reported { message, .. }) => {
+                    assert_eq!(message, "calls 1, heap 1", "after {between}")
+                }
+                other => panic!("expected the guest's report, got {other:?}"),
+            }
+        }
+        let _ = apply(&plugin, between).await;
+    }
+}
+
+#[tokio::test]
 async fn deep_recursion_is_a_trap() {
     let plugin = misbehave(Limits::default()).await;
     match apply(&plugin, "recurse").await {

@@ -2,14 +2,18 @@
 
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the engine's epoch advances. Deadlines are counted in these ticks, and a
 /// running guest yields to the async executor once a tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Bytes of each pooled memory and table slot kept resident between instances.
-const POOL_KEEP_RESIDENT_BYTES: usize = 64 << 10;
+/// Bytes of each pooled linear memory kept resident between instances: enough for
+/// what a typical guest touches in one call (a Rust guest's 1 MiB stack sits below its
+/// data and heap).
+const POOL_MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
+/// Bytes of each pooled table slot kept resident between instances.
+const POOL_TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
 /// Pooled slots returned to the kernel together.
 const POOL_DECOMMIT_BATCH: usize = 16;
 
@@ -86,11 +90,14 @@ pub fn build(config: &EngineConfig) -> wasmtime::Result<Engine> {
             .max_core_instance_size(4 << 20)
             .table_elements(100_000)
             .max_memory_size(config.pool_max_memory_bytes);
-        // Keeping the first pages of each slot resident (reset with memset rather than
-        // madvise) and returning slots in batches both cut syscalls and TLB shootdowns
-        // per call; see BENCHMARKS.md.
-        pool.linear_memory_keep_resident(POOL_KEEP_RESIDENT_BYTES)
-            .table_keep_resident(POOL_KEEP_RESIDENT_BYTES)
+        // Resetting the pages an instance dirtied in place (found with Linux's
+        // PAGEMAP_SCAN, where the kernel has it; otherwise the first pages of each
+        // slot) rather than handing them back with madvise spares the next instance
+        // its page faults and the host the TLB shootdowns of every release; returning
+        // the rest in batches cuts syscalls further. See BENCHMARKS.md.
+        pool.linear_memory_keep_resident(POOL_MEMORY_KEEP_RESIDENT_BYTES)
+            .table_keep_resident(POOL_TABLE_KEEP_RESIDENT_BYTES)
+            .pagemap_scan(Enabled::Auto)
             .decommit_batch_size(POOL_DECOMMIT_BATCH);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

@@ -37,6 +37,18 @@ impl Subject {
 /// The plugin.
 pub struct Misbehave;
 
+/// What `remember` finds left over from earlier calls: a counter in the data segment
+/// and a list on the heap. Every call gets a fresh instance, so both start empty.
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static HEAP: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn remember() -> Result<Action> {
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let mut heap = HEAP.lock().map_err(|_| Error::msg("poisoned"))?;
+    heap.push("x".repeat(100_000));
+    Err(Error::msg(format!("calls {calls}, heap {}", heap.len())))
+}
+
 /// Recurses until the stack runs out (`depth` never reaches `u64::MAX` in practice).
 fn recurse(depth: u64) -> u64 {
     if black_box(depth) == u64::MAX {
@@ -80,6 +92,7 @@ fn behave(subject: &Subject) -> Result<Action> {
             let args = std::env::args().count();
             Err(Error::msg(format!("environment: {vars} vars, {args} args")))
         }
+        "remember" => remember(),
         "requeue-zero" => Ok(Action::RequeueAfter(Duration::ZERO)),
         "requeue" => Ok(Action::RequeueAfter(Duration::from_millis(1500))),
         "fail" => Err(Error::msg("failing as asked").retry_after(Duration::from_secs(2))),
