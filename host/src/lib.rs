@@ -16,3 +16,4 @@ pub mod reconciler;
 pub mod runtime;
 pub mod sandbox;
 pub mod selector;
+pub mod thread_cpu;

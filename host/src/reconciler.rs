@@ -235,4 +235,9 @@ pub trait Reconciler: Send + Sync {
         object: &str,
         host: Arc<dyn HostCalls>,
     ) -> Result<Action, ReconcileError>;
+    /// Told of CPU time the host spent on one of its reconciles outside its own calls
+    /// (scheduling, serializing the object, the finalizer, recording the outcome), so
+    /// that a CPU budget can count what the reconciler costs the host, not only what it
+    /// runs itself. Ignored by default.
+    fn charge_host_time(&self, _spent: std::time::Duration) {}
 }

@@ -1,12 +1,20 @@
 //! The runtime on a real API server: backoff and recovery, shared watches, grants.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, ObjectMeta, PostParams};
+use kubewasm::grant::Grant;
+use kubewasm::ops::metrics::Metrics;
+use kubewasm::reconciler::{
+    Action as ReconcileAction, Description, HostCalls, ReconcileError, Reconciler, WatchSpec,
+};
+use kubewasm::runtime::{Runtime, RuntimeOptions};
 use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
 use kubewasm_tests::plugins::test_guest_bytes;
 use kubewasm_tests::{admin_client, test_namespace, wait};
@@ -255,5 +263,94 @@ async fn a_plugin_with_a_selector_shares_the_watch_of_every_object_in_its_scope(
     );
     assert!(api.get_opt("unlabelled-mirror").await?.is_none());
     host.assert_no_reconcile_errors("mirror");
+    Ok(())
+}
+
+/// Records its reconciles and the host time charged to it.
+#[derive(Default)]
+struct ChargeRecorder {
+    reconciles: AtomicUsize,
+    charges: AtomicUsize,
+    charged_nanos: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for ChargeRecorder {
+    fn description(&self) -> &Description {
+        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
+        DESCRIPTION.get_or_init(|| Description {
+            watch: WatchSpec {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                label_selector: None,
+            },
+            finalizer: None,
+            owns: Vec::new(),
+        })
+    }
+
+    async fn apply(
+        &self,
+        _: &str,
+        _: Arc<dyn HostCalls>,
+    ) -> Result<ReconcileAction, ReconcileError> {
+        self.reconciles.fetch_add(1, Ordering::SeqCst);
+        Ok(ReconcileAction::AwaitChange)
+    }
+
+    async fn cleanup(
+        &self,
+        _: &str,
+        _: Arc<dyn HostCalls>,
+    ) -> Result<ReconcileAction, ReconcileError> {
+        Ok(ReconcileAction::AwaitChange)
+    }
+
+    fn charge_host_time(&self, spent: Duration) {
+        self.charged_nanos
+            .fetch_add(spent.as_nanos() as u64, Ordering::SeqCst);
+        self.charges.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_host_time_of_every_reconcile_is_charged_to_its_plugin() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "charge").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let runtime = Runtime::new(
+        kubewasm_tests::admin_config().await?,
+        RuntimeOptions::default(),
+        Arc::new(Metrics::new()),
+    )?;
+    let recorder = Arc::new(ChargeRecorder::default());
+    runtime
+        .start_plugin(
+            "charged",
+            recorder.clone(),
+            Grant::parse(&config_map_grant(&namespace), "test")?,
+        )
+        .await?;
+    for name in ["one", "two", "three"] {
+        api.create(&PostParams::default(), &config_map(name, &[]))
+            .await?;
+    }
+    wait::until("three reconciles, each charged", WAIT, || {
+        let done = recorder.reconciles.load(Ordering::SeqCst) >= 3
+            && recorder.charges.load(Ordering::SeqCst) >= 3;
+        async move { Ok(done.then_some(())) }
+    })
+    .await?;
+    runtime.stop_plugin("charged").await?;
+    assert_eq!(
+        recorder.charges.load(Ordering::SeqCst),
+        recorder.reconciles.load(Ordering::SeqCst),
+        "one charge per reconcile"
+    );
+    let charged = Duration::from_nanos(recorder.charged_nanos.load(Ordering::SeqCst));
+    assert!(
+        charged > Duration::ZERO && charged < Duration::from_secs(1),
+        "{charged:?}"
+    );
     Ok(())
 }

@@ -175,6 +175,35 @@ async fn calls_too_short_to_be_paused_are_held_to_the_budget_too() {
 }
 
 #[tokio::test]
+async fn host_time_spent_on_a_plugin_counts_against_its_budget() {
+    let throttled = Arc::new(ThrottleCounter::default());
+    let (plugin, _) = sandbox()
+        .load(
+            "test",
+            test_guest_bytes("misbehave"),
+            PluginOptions {
+                limits: Limits {
+                    cpu_millicores: 1000,
+                    ..Limits::default()
+                },
+                observer: Some(throttled.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the plugin loads");
+    assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
+    assert_eq!(throttled.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Past its 200 ms burst by 300 ms: its next call waits about that long, at one core.
+    plugin.charge_host_time(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
+    let paused = Duration::from_nanos(throttled.0.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(paused >= Duration::from_millis(200), "paused {paused:?}");
+    assert!(started.elapsed() >= paused, "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn allocating_past_the_cap_traps_with_a_memory_error() {
     let plugin = misbehave(Limits {
         memory_bytes: 16 << 20,

@@ -25,6 +25,7 @@ use super::plugin::{PluginShared, PluginVersion};
 use super::watches::{SharedWatch, matches};
 use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
 use crate::reconciler::{Action, ReconcileError};
+use crate::thread_cpu::Metered;
 
 /// Why one reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +217,19 @@ struct ScopeContext {
     stopping: CancellationToken,
 }
 
+/// Reconciles one object, and charges the host's CPU time on it to the plugin's budget
+/// (its guest's own time is charged by the sandbox, on the guest threads).
 async fn reconcile(
+    object: Arc<DynamicObject>,
+    context: Arc<ScopeContext>,
+) -> Result<KubeAction, ReconcileFailure> {
+    let plugin = context.plugin.clone();
+    let (result, spent) = Metered::new(reconcile_object(object, context)).await;
+    plugin.version.load().reconciler.charge_host_time(spent);
+    result
+}
+
+async fn reconcile_object(
     object: Arc<DynamicObject>,
     context: Arc<ScopeContext>,
 ) -> Result<KubeAction, ReconcileFailure> {

@@ -13,7 +13,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::CallObserver;
 use super::bindings::ReconcilerPre;
-use super::cpu::{CpuBudget, GuestClock, nanos, run_measured};
+use super::cpu::{CpuBudget, GuestClock, nanos};
 use super::guest_log::PluginLog;
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
@@ -217,7 +217,7 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
     };
     // Releasing the instance is the guest's cost too: a guest that filled its memory
     // leaves the host that much to give back.
-    let ((), released) = run_measured(|| drop(store));
+    let ((), released) = crate::thread_cpu::run_measured(|| drop(store));
     setup.cpu.charge(ran + released);
     (result, fuel_used)
 }

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::thread_cpu;
+
 /// How much guest time may be spent at once before the rate applies.
 const BURST: Duration = Duration::from_millis(200);
 
@@ -111,7 +113,7 @@ impl Mark {
     fn now() -> Self {
         Self {
             thread: std::thread::current().id(),
-            thread_cpu: thread_cpu_time(),
+            thread_cpu: thread_cpu::now(),
             wall: Instant::now(),
         }
     }
@@ -119,37 +121,13 @@ impl Mark {
     /// The running time since the mark: the thread's CPU time when still on the same
     /// thread (the usual case: a guest runs within one poll), wall time otherwise.
     fn elapsed(&self) -> Duration {
-        match (self.thread_cpu, thread_cpu_time()) {
+        match (self.thread_cpu, thread_cpu::now()) {
             (Some(then), Some(now)) if self.thread == std::thread::current().id() => {
                 now.saturating_sub(then)
             }
             _ => self.wall.elapsed(),
         }
     }
-}
-
-/// The calling thread's CPU time (user and system).
-fn thread_cpu_time() -> Option<Duration> {
-    let mut time = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec it is given, and nothing else.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
-    (status == 0).then(|| {
-        Duration::new(
-            u64::try_from(time.tv_sec).unwrap_or(0),
-            u32::try_from(time.tv_nsec).unwrap_or(0),
-        )
-    })
-}
-
-/// Measures the calling thread's CPU time spent in `work` (wall time if the platform
-/// has no thread clock).
-pub fn run_measured<T>(work: impl FnOnce() -> T) -> (T, Duration) {
-    let mark = Mark::now();
-    let result = work();
-    (result, mark.elapsed())
 }
 
 impl GuestClock {
@@ -241,7 +219,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let ran = clock.take_ran();
         assert!(ran < Duration::from_millis(100), "{ran:?}");
-        let ((), busy) = run_measured(|| spin(Duration::from_millis(30)));
+        let ((), busy) = thread_cpu::run_measured(|| spin(Duration::from_millis(30)));
         assert!(busy > Duration::ZERO, "spinning is charged");
     }
 }

@@ -400,4 +400,9 @@ impl Reconciler for WasmPlugin {
         self.reconcile(Export::Cleanup(object.to_string()), host)
             .await
     }
+
+    fn charge_host_time(&self, spent: std::time::Duration) {
+        // A plugin in debt pays before its next call starts.
+        let _ = self.cpu.charge(spent);
+    }
 }
