@@ -119,7 +119,9 @@ pub async fn mirror_round(
     Ok(Round { elapsed, cpu })
 }
 
-async fn create_sources(api: Api<ConfigMap>, objects: usize) -> Result<(), kube::Error> {
+/// Creates `objects` ConfigMaps `source-0000`... labelled `kubewasm.dev/mirror=true`,
+/// [`CREATORS`] at a time.
+pub async fn create_sources(api: Api<ConfigMap>, objects: usize) -> Result<(), kube::Error> {
     futures::stream::iter(0..objects)
         .map(|i| {
             let api = api.clone();
