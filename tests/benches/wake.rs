@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kubewasm::grant::Grant;
-use kubewasm::reconciler::{Action, Description, HostCalls, ReconcileError, Reconciler, WatchSpec};
+use kubewasm::reconciler::{Action, Description, HostCalls, ReconcileError, Reconciler};
 use kubewasm::sandbox::PluginOptions;
 use kubewasm_tests::cpu_usage::CpuSeconds;
 use kubewasm_tests::host::config_map_grant;
@@ -65,15 +65,7 @@ struct Idle(Description);
 
 impl Idle {
     fn new() -> Self {
-        Self(Description {
-            watch: WatchSpec {
-                api_version: "v1".into(),
-                kind: "ConfigMap".into(),
-                label_selector: None,
-            },
-            finalizer: None,
-            owns: Vec::new(),
-        })
+        Self(kubewasm_tests::every_config_map())
     }
 }
 

@@ -287,3 +287,16 @@ pub async fn service_account_token(
         .and_then(|status| status.token)
         .context("the token request returned no token")
 }
+
+/// What a native test reconciler watching every ConfigMap describes itself as.
+pub fn every_config_map() -> kubewasm::reconciler::Description {
+    kubewasm::reconciler::Description {
+        watch: kubewasm::reconciler::WatchSpec {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            label_selector: None,
+        },
+        finalizer: None,
+        owns: Vec::new(),
+    }
+}

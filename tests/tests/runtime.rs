@@ -12,7 +12,7 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kubewasm::grant::Grant;
 use kubewasm::ops::metrics::Metrics;
 use kubewasm::reconciler::{
-    Action as ReconcileAction, Description, HostCalls, ReconcileError, Reconciler, WatchSpec,
+    Action as ReconcileAction, Description, HostCalls, ReconcileError, Reconciler,
 };
 use kubewasm::runtime::{Runtime, RuntimeOptions};
 use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
@@ -278,15 +278,7 @@ struct ChargeRecorder {
 impl Reconciler for ChargeRecorder {
     fn description(&self) -> &Description {
         static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
-        DESCRIPTION.get_or_init(|| Description {
-            watch: WatchSpec {
-                api_version: "v1".into(),
-                kind: "ConfigMap".into(),
-                label_selector: None,
-            },
-            finalizer: None,
-            owns: Vec::new(),
-        })
+        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
     }
 
     async fn apply(

@@ -36,6 +36,26 @@ async fn misbehave(limits: Limits) -> WasmPlugin {
     load(&sandbox(), test_guest_bytes("misbehave"), limits).await
 }
 
+/// The misbehave guest with a CPU budget of `millicores`, its throttling counted.
+async fn misbehave_observed(millicores: u32, throttled: Arc<ThrottleCounter>) -> WasmPlugin {
+    sandbox()
+        .load(
+            "test",
+            test_guest_bytes("misbehave"),
+            PluginOptions {
+                limits: Limits {
+                    cpu_millicores: millicores,
+                    ..Limits::default()
+                },
+                observer: Some(throttled),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the plugin loads")
+        .0
+}
+
 fn config_map(data: serde_json::Value) -> String {
     json!({
         "apiVersion": "v1",
@@ -126,21 +146,7 @@ async fn calls_too_short_to_be_paused_are_held_to_the_budget_too() {
     // A guest that traps at once on every object never reaches an epoch tick, where
     // running guests are paused; once its budget is spent, its next call waits instead.
     let throttled = Arc::new(ThrottleCounter::default());
-    let (plugin, _) = sandbox()
-        .load(
-            "test",
-            test_guest_bytes("misbehave"),
-            PluginOptions {
-                limits: Limits {
-                    cpu_millicores: 10,
-                    ..Limits::default()
-                },
-                observer: Some(throttled.clone()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("the plugin loads");
+    let plugin = misbehave_observed(10, throttled.clone()).await;
     // The 200 ms burst is spent after at most a few thousand calls (each costs 0.1 ms
     // or more of CPU).
     let throttled_so_far =
@@ -177,21 +183,7 @@ async fn calls_too_short_to_be_paused_are_held_to_the_budget_too() {
 #[tokio::test]
 async fn host_time_spent_on_a_plugin_counts_against_its_budget() {
     let throttled = Arc::new(ThrottleCounter::default());
-    let (plugin, _) = sandbox()
-        .load(
-            "test",
-            test_guest_bytes("misbehave"),
-            PluginOptions {
-                limits: Limits {
-                    cpu_millicores: 1000,
-                    ..Limits::default()
-                },
-                observer: Some(throttled.clone()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("the plugin loads");
+    let plugin = misbehave_observed(1000, throttled.clone()).await;
     assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
     assert_eq!(throttled.0.load(std::sync::atomic::Ordering::Relaxed), 0);
     // Past its 200 ms burst by 300 ms: its next call waits about that long, at one core.
