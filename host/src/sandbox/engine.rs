@@ -8,10 +8,13 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// running guest yields to the async executor once a tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Bytes of each pooled linear memory kept resident between instances: enough for
-/// what a typical guest touches in one call (a Rust guest's 1 MiB stack sits below its
-/// data and heap).
+/// Bytes of each pooled linear memory kept resident between instances where the kernel
+/// can say which pages an instance dirtied (PAGEMAP_SCAN): enough for what a typical
+/// guest touches in one call (a Rust guest's 1 MiB stack sits below its data and heap).
 const POOL_MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
+/// The same without PAGEMAP_SCAN, where the whole window is reset with memset on every
+/// release, touched or not.
+const POOL_MEMORY_KEEP_RESIDENT_BYTES_UNSCANNED: usize = 64 << 10;
 /// Bytes of each pooled table slot kept resident between instances.
 const POOL_TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
 /// Pooled slots returned to the kernel together.
@@ -95,7 +98,22 @@ pub fn build(config: &EngineConfig) -> wasmtime::Result<Engine> {
         // slot) rather than handing them back with madvise spares the next instance
         // its page faults and the host the TLB shootdowns of every release; returning
         // the rest in batches cuts syscalls further. See BENCHMARKS.md.
-        pool.linear_memory_keep_resident(POOL_MEMORY_KEEP_RESIDENT_BYTES)
+        let scanned = PoolingAllocationConfig::is_pagemap_scan_available();
+        tracing::debug!(
+            pagemap_scan = scanned,
+            "pooled memory reset {}",
+            if scanned {
+                "in place, dirtied pages only"
+            } else {
+                "with memset and madvise"
+            }
+        );
+        let memory_keep_resident = if scanned {
+            POOL_MEMORY_KEEP_RESIDENT_BYTES
+        } else {
+            POOL_MEMORY_KEEP_RESIDENT_BYTES_UNSCANNED
+        };
+        pool.linear_memory_keep_resident(memory_keep_resident)
             .table_keep_resident(POOL_TABLE_KEEP_RESIDENT_BYTES)
             .pagemap_scan(Enabled::Auto)
             .decommit_batch_size(POOL_DECOMMIT_BATCH);
