@@ -11,21 +11,13 @@ use std::sync::Arc;
 use kubewasm::reconciler::Reconciler;
 use kubewasm::sandbox::PluginOptions;
 use kubewasm_tests::cpu_usage::CpuSeconds;
-use kubewasm_tests::mirror_round::{Bench, Companion, Round, median, mirror_round};
+use kubewasm_tests::mirror_round::{
+    Bench, Companion, Round, chosen_hostile, median, mirror_round, rounds,
+};
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
 
 const OBJECTS: usize = 1_000;
 const ROUNDS: usize = 5;
-/// Rounds to run: `ROUNDS=3` overrides the default.
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(ROUNDS)
-}
-
-/// The hostile behaviours; `HOSTILE=loop,panic` runs only those.
-const HOSTILE: [&str; 5] = ["loop", "allocate", "panic", "log-flood", "recurse"];
 
 /// The rounds of one configuration.
 #[derive(Default)]
@@ -63,8 +55,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let mirror = load("configmap-mirror".into(), example_bytes("configmap-mirror")).await?;
-    let chosen = std::env::var("HOSTILE").unwrap_or_else(|_| HOSTILE.join(","));
-    let chosen: Vec<&str> = chosen.split(',').filter(|b| HOSTILE.contains(b)).collect();
+    let chosen = chosen_hostile();
     let (mut hostile, mut well_behaved) = (Vec::new(), Vec::new());
     for &behaviour in &chosen {
         let name = format!("hostile-{behaviour}");
@@ -83,12 +74,12 @@ async fn main() -> anyhow::Result<()> {
          beside {n} well-behaved plugins, beside {n} hostile plugins ({}); default limits; \
          {} rounds each, alternating",
         chosen.join(", "),
-        rounds(),
+        rounds(ROUNDS),
         n = chosen.len(),
     );
     let (mut alone, mut beside_good, mut beside_hostile) =
         (Series::default(), Series::default(), Series::default());
-    for i in 0..rounds() {
+    for i in 0..rounds(ROUNDS) {
         let round =
             |companions| mirror_round(&client, &runtime, OBJECTS, mirror.clone(), companions);
         alone.0.push(round(&[]).await?);

@@ -17,7 +17,7 @@ use kubewasm::reconciler::{Action, Description, HostCalls, ReconcileError, Recon
 use kubewasm::sandbox::PluginOptions;
 use kubewasm_tests::cpu_usage::CpuSeconds;
 use kubewasm_tests::host::config_map_grant;
-use kubewasm_tests::mirror_round::{Bench, create_sources};
+use kubewasm_tests::mirror_round::{Bench, chosen_hostile, create_sources, median, rounds};
 use kubewasm_tests::plugins::test_guest_bytes;
 
 const OBJECTS: usize = 1_000;
@@ -102,10 +102,7 @@ async fn round(
         });
         let name = kubewasm_tests::unique_name("wake");
         let grant = Grant::parse(&config_map_grant(namespace), "bench")?;
-        bench
-            .runtime
-            .start_plugin(&name, counted.clone(), grant)
-            .await?;
+        bench.runtime.start_plugin(&name, counted, grant).await?;
         names.push(name);
     }
     let expected = PLUGINS * OBJECTS;
@@ -119,8 +116,7 @@ async fn round(
     )
     .await?;
     let elapsed = started.elapsed();
-    let cpu = CpuSeconds::now().since(&cpu_before);
-    let cpu = cpu.host;
+    let cpu = CpuSeconds::now().since(&cpu_before).host;
     for name in names {
         bench.runtime.stop_plugin(&name).await?;
     }
@@ -166,15 +162,12 @@ async fn main() -> anyhow::Result<()> {
     // A first round to warm up.
     round(&bench, &namespace, &wasm).await?;
 
+    let rounds = rounds(ROUNDS);
     println!(
         "{PLUGINS} plugins started beside {OBJECTS} cached ConfigMaps, each reconciling every \
-         one; host CPU time per reconcile, {ROUNDS} rounds, alternating"
+         one; host CPU time per reconcile, {rounds} rounds, alternating"
     );
     let (mut native, mut sandboxed) = (Vec::new(), Vec::new());
-    let rounds = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(ROUNDS);
     for i in 0..rounds {
         let (idle_cpu, idle_wall) = round(&bench, &namespace, &idle).await?;
         let (wasm_cpu, wasm_wall) = round(&bench, &namespace, &wasm).await?;
@@ -189,7 +182,6 @@ async fn main() -> anyhow::Result<()> {
         native.push(idle_cpu);
         sandboxed.push(wasm_cpu);
     }
-    let median = |samples: Vec<Duration>| kubewasm_tests::mirror_round::median(samples);
     if rounds > 0 {
         println!(
             "median host CPU per reconcile: native no-op {:.1} µs, wasm {:.1} µs",
@@ -203,11 +195,7 @@ async fn main() -> anyhow::Result<()> {
         HOSTILE_SECONDS.as_secs(),
         kubewasm::sandbox::DEFAULT_CPU_MILLICORES
     );
-    let chosen = std::env::var("HOSTILE").unwrap_or_else(|_| HOSTILE.join(","));
-    for behaviour in HOSTILE
-        .iter()
-        .filter(|b| chosen.split(',').any(|c| c == **b))
-    {
+    for behaviour in chosen_hostile() {
         let name = format!("hostile-{behaviour}");
         let (plugin, _) = bench
             .sandbox
@@ -225,7 +213,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-const HOSTILE: [&str; 5] = ["loop", "allocate", "panic", "log-flood", "recurse"];
 const HOSTILE_SECONDS: Duration = Duration::from_secs(5);
 
 /// The host's CPU per second while `plugin` runs beside the cached objects.

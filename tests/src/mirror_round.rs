@@ -148,6 +148,29 @@ pub async fn create_sources(api: Api<ConfigMap>, objects: usize) -> Result<(), k
         .await
 }
 
+/// Rounds a benchmark runs: `ROUNDS=3` overrides `default`.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The hostile behaviours of `tests/guests/misbehave` the benchmarks run beside.
+pub const HOSTILE: [&str; 5] = ["loop", "allocate", "panic", "log-flood", "recurse"];
+
+/// The hostile behaviours to run: all of [`HOSTILE`], or those `HOSTILE=loop,panic`
+/// names.
+pub fn chosen_hostile() -> Vec<&'static str> {
+    match std::env::var("HOSTILE") {
+        Ok(chosen) => HOSTILE
+            .into_iter()
+            .filter(|behaviour| chosen.split(',').any(|c| c == *behaviour))
+            .collect(),
+        Err(_) => HOSTILE.to_vec(),
+    }
+}
+
 /// The median of `samples`.
 pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
