@@ -108,14 +108,14 @@ pub fn build(config: &EngineConfig) -> wasmtime::Result<Engine> {
                 "with memset and madvise"
             }
         );
-        let memory_keep_resident = if scanned {
-            POOL_MEMORY_KEEP_RESIDENT_BYTES
+        let (pagemap_scan, memory_keep_resident) = if scanned {
+            (Enabled::Yes, POOL_MEMORY_KEEP_RESIDENT_BYTES)
         } else {
-            POOL_MEMORY_KEEP_RESIDENT_BYTES_UNSCANNED
+            (Enabled::No, POOL_MEMORY_KEEP_RESIDENT_BYTES_UNSCANNED)
         };
         pool.linear_memory_keep_resident(memory_keep_resident)
             .table_keep_resident(POOL_TABLE_KEEP_RESIDENT_BYTES)
-            .pagemap_scan(Enabled::Auto)
+            .pagemap_scan(pagemap_scan)
             .decommit_batch_size(POOL_DECOMMIT_BATCH);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
