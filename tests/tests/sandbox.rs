@@ -119,9 +119,9 @@ async fn a_looping_guest_leaves_the_executor_free() {
     assert_eq!(ticker.await.unwrap(), 5);
 }
 
-/// Counts the CPU-budget pauses the sandbox reports.
+/// Counts the CPU-budget pauses and the demoted calls the sandbox reports.
 #[derive(Default)]
-struct ThrottleCounter(std::sync::atomic::AtomicU64);
+struct ThrottleCounter(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64);
 
 impl kubewasm::sandbox::CallObserver for ThrottleCounter {
     fn call_finished(
@@ -138,6 +138,9 @@ impl kubewasm::sandbox::CallObserver for ThrottleCounter {
         let nanos = u64::try_from(paused.as_nanos()).unwrap_or(u64::MAX);
         self.0
             .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn call_demoted(&self, _: &str) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -193,6 +196,24 @@ async fn host_time_spent_on_a_plugin_counts_against_its_budget() {
     let paused = Duration::from_nanos(throttled.0.load(std::sync::atomic::Ordering::Relaxed));
     assert!(paused >= Duration::from_millis(200), "paused {paused:?}");
     assert!(started.elapsed() >= paused, "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_plugin_past_its_budget_runs_demoted_and_still_gets_its_answers() {
+    let observer = Arc::new(ThrottleCounter::default());
+    let demoted = || observer.1.load(std::sync::atomic::Ordering::Relaxed);
+    let plugin = misbehave_observed(1000, observer.clone()).await;
+    assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
+    assert_eq!(
+        demoted(),
+        0,
+        "a plugin within its burst runs at normal priority"
+    );
+    plugin.charge_host_time(Duration::from_millis(300));
+    for _ in 0..3 {
+        assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
+    }
+    assert_eq!(demoted(), 3, "every call after the debt runs demoted");
 }
 
 #[tokio::test]

@@ -225,6 +225,10 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
             "plugin=\"hostile-loop\"",
         ),
         (
+            "kubewasm_plugin_demoted_calls_total",
+            "plugin=\"hostile-loop\"",
+        ),
+        (
             "kubewasm_plugin_calls_total",
             "plugin=\"hostile-allocate\",outcome=\"memory\"",
         ),
@@ -248,6 +252,11 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
         .await?;
     }
     host.assert_no_reconcile_errors("mirror");
+    assert_eq!(
+        host.metric("kubewasm_plugin_demoted_calls_total", "plugin=\"mirror\""),
+        0.0,
+        "the mirror stays within its budget and is never demoted"
+    );
     assert!(
         host.manager().runtime().ready(),
         "the host is no longer ready"

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub events_dropped: Family<PluginLabels, Counter>,
     /// `kubewasm_plugin_cpu_throttled_seconds_total`.
     pub cpu_throttled: Family<PluginLabels, Counter<f64, AtomicU64>>,
+    /// `kubewasm_plugin_demoted_calls_total`.
+    pub demoted_calls: Family<PluginLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -248,6 +250,12 @@ impl Metrics {
             "Time the plugin's guests were paused for running past its CPU budget",
             cpu_throttled.clone(),
         );
+        let demoted_calls = Family::default();
+        registry.register(
+            "kubewasm_plugin_demoted_calls",
+            "Calls run at idle priority because the plugin ran past its CPU budget lately",
+            demoted_calls.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -267,6 +275,7 @@ impl Metrics {
             log_dropped_lines,
             events_dropped,
             cpu_throttled,
+            demoted_calls,
         }
     }
 
@@ -334,5 +343,13 @@ impl crate::sandbox::CallObserver for Metrics {
                 plugin: plugin.to_string(),
             })
             .inc_by(paused.as_secs_f64());
+    }
+
+    fn call_demoted(&self, plugin: &str) {
+        self.demoted_calls
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc();
     }
 }

@@ -10,6 +10,13 @@
 //! Only time the guest actually runs is charged (instantiation included): not the time
 //! it waits in a host call for the API server, nor the time it waits for the executor
 //! after yielding.
+//!
+//! A plugin that runs into debt is also demoted for [`DEMOTION`]: its calls run on the
+//! guest threads that get only the cores nothing else wants (see `guest_threads`). The
+//! budget caps what a plugin may take; demotion decides who waits when the cores are
+//! busy, so that a plugin spending its whole budget on every object (a loop, a memory
+//! bomb) takes the time it is granted from idle cores, not from the API server and the
+//! plugins that stay within their burst.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +27,19 @@ use crate::thread_cpu;
 /// How much guest time may be spent at once before the rate applies.
 const BURST: Duration = Duration::from_millis(200);
 
+/// How long a plugin stays demoted after it last ran into debt. Long against the burst
+/// (a plugin earns its burst back in 2 s at 100 millicores), so that a plugin in debt on
+/// every burst stays demoted, instead of taking a burst at full priority each time it
+/// has earned one.
+pub const DEMOTION: Duration = Duration::from_secs(10);
+
 /// The budget of one plugin.
 #[derive(Debug)]
 pub struct CpuBudget {
     /// Guest seconds per wall-clock second (cores).
     cores: f64,
     bucket: Mutex<Bucket>,
+    demotion: Duration,
     /// Pauses imposed and not yet reported, in nanoseconds.
     unreported_pauses: AtomicU64,
 }
@@ -35,17 +49,25 @@ struct Bucket {
     /// Seconds of guest time available; negative is debt.
     seconds: f64,
     refilled: Instant,
+    /// Until when the plugin is demoted, if it ran into debt lately.
+    demoted_until: Option<Instant>,
 }
 
 impl CpuBudget {
     /// A budget of `millicores` (1000 is one core).
     pub fn new(millicores: u32) -> Self {
+        Self::with_demotion(millicores, DEMOTION)
+    }
+
+    fn with_demotion(millicores: u32, demotion: Duration) -> Self {
         Self {
             cores: f64::from(millicores) / 1000.0,
             bucket: Mutex::new(Bucket {
                 seconds: BURST.as_secs_f64(),
                 refilled: Instant::now(),
+                demoted_until: None,
             }),
+            demotion,
             unreported_pauses: AtomicU64::new(0),
         }
     }
@@ -59,7 +81,20 @@ impl CpuBudget {
         bucket.seconds = (bucket.seconds + earned).min(BURST.as_secs_f64());
         bucket.refilled = now;
         bucket.seconds -= ran.as_secs_f64();
-        (bucket.seconds < 0.0).then(|| Duration::from_secs_f64(-bucket.seconds / self.cores))
+        let in_debt = bucket.seconds < 0.0;
+        if in_debt {
+            bucket.demoted_until = Some(now + self.demotion);
+        }
+        in_debt.then(|| Duration::from_secs_f64(-bucket.seconds / self.cores))
+    }
+
+    /// Whether the plugin ran into debt within the last [`DEMOTION`], so that its calls
+    /// run demoted.
+    pub fn is_demoted(&self) -> bool {
+        let bucket = self.bucket.lock().expect("cpu budget poisoned");
+        bucket
+            .demoted_until
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// How long a new call must wait before it starts, if the plugin is in debt.
@@ -185,6 +220,30 @@ mod tests {
         budget.record_pause(wait);
         assert_eq!(budget.take_pauses(), wait);
         assert_eq!(budget.take_pauses(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_plugin_is_demoted_from_its_first_debt_until_the_demotion_has_passed() {
+        let budget = CpuBudget::with_demotion(100, Duration::from_millis(300));
+        assert!(budget.charge(Duration::from_millis(150)).is_none());
+        assert!(!budget.is_demoted(), "within its burst");
+        assert!(budget.charge(Duration::from_millis(200)).is_some());
+        assert!(budget.is_demoted(), "in debt");
+        // The debt (150 ms at 100 millicores) is paid after 1.5 s, the demotion ends
+        // after 0.3 s: demotion does not wait for the debt to be paid.
+        let demoted_since = Instant::now();
+        while budget.is_demoted() {
+            assert!(
+                demoted_since.elapsed() < Duration::from_secs(5),
+                "still demoted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            budget.debt().is_some(),
+            "still in debt when the demotion ends"
+        );
+        assert!(budget.is_demoted(), "and a call in debt demotes it again");
     }
 
     /// Keeps the calling thread busy for `duration` of wall time.

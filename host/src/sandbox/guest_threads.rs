@@ -1,7 +1,12 @@
-//! The threads guest code runs on: a runtime of their own, apart from the host's
+//! The threads guest code runs on: runtimes of their own, apart from the host's
 //! watches, controllers and API calls, at a lower CPU priority. However busy the
 //! plugins are, the host's own work (and the API server beside it) is scheduled first,
 //! and never waits in a queue behind a guest's time slice.
+//!
+//! Calls of plugins demoted for running past their CPU budget run on threads of a
+//! second runtime at the lowest priority there is (Linux `SCHED_IDLE`): they get the
+//! cores nothing else wants, and never queue in front of a call of a plugin that stays
+//! within its budget.
 
 use std::future::Future;
 
@@ -11,36 +16,53 @@ use tokio::task::JoinHandle;
 /// How much lower than the host's the priority of guest threads is (Linux nice).
 pub const GUEST_NICE: i32 = 10;
 
-/// The guest runtime.
+/// The priority a call's guest code runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Below the host's threads ([`GUEST_NICE`]).
+    Normal,
+    /// Only on cores nothing else wants: a plugin demoted for running past its budget.
+    Demoted,
+}
+
+/// The guest runtimes, one per [`Priority`].
 #[derive(Debug)]
 pub struct GuestThreads {
-    runtime: Option<Runtime>,
+    normal: Option<Runtime>,
+    demoted: Option<Runtime>,
 }
 
 impl GuestThreads {
-    /// One worker thread per core.
+    /// One worker thread per core at each priority.
     pub fn new() -> std::io::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let runtime = Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("kubewasm-guest")
-            .on_thread_start(lower_priority)
-            .enable_all()
-            .build()?;
+        let runtime = |name: &str, at_priority: fn()| {
+            Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .on_thread_start(at_priority)
+                .enable_all()
+                .build()
+        };
         Ok(Self {
-            runtime: Some(runtime),
+            normal: Some(runtime("kubewasm-guest", lower_priority)?),
+            demoted: Some(runtime("kubewasm-guest-demoted", lowest_priority)?),
         })
     }
 
-    /// Runs `work` on a guest thread.
-    pub fn spawn<F>(&self, work: F) -> JoinHandle<F::Output>
+    /// Runs `work` on a guest thread of `priority`.
+    pub fn spawn<F>(&self, priority: Priority, work: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.runtime
+        let runtime = match priority {
+            Priority::Normal => &self.normal,
+            Priority::Demoted => &self.demoted,
+        };
+        runtime
             .as_ref()
-            .expect("the guest runtime lives as long as the sandbox")
+            .expect("the guest runtimes live as long as the sandbox")
             .spawn(work)
     }
 }
@@ -48,18 +70,43 @@ impl GuestThreads {
 impl Drop for GuestThreads {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which is not allowed inside the host's runtime.
-        if let Some(runtime) = self.runtime.take() {
+        for runtime in [self.normal.take(), self.demoted.take()]
+            .into_iter()
+            .flatten()
+        {
             runtime.shutdown_background();
         }
     }
 }
 
+/// `SCHED_IDLE` where the platform has it, else the lowest nice value.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid
+        // parameter has no memory effects.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return;
+        }
+        tracing::debug!(
+            "could not make a demoted guest thread SCHED_IDLE: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    set_nice(19);
+}
+
 fn lower_priority() {
+    set_nice(GUEST_NICE);
+}
+
+fn set_nice(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority on the calling thread's own id has no memory effects.
     unsafe {
         let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, thread, GUEST_NICE) != 0 {
+        if libc::setpriority(libc::PRIO_PROCESS, thread, nice) != 0 {
             tracing::debug!(
                 "could not lower the priority of a guest thread: {}",
                 std::io::Error::last_os_error()
@@ -76,7 +123,7 @@ mod tests {
     async fn work_runs_on_a_guest_thread_at_lower_priority() {
         let threads = GuestThreads::new().unwrap();
         let (name, nice) = threads
-            .spawn(async {
+            .spawn(Priority::Normal, async {
                 let name = std::thread::current().name().map(str::to_string);
                 // SAFETY: getpriority of the calling thread.
                 let nice = unsafe {
@@ -92,6 +139,24 @@ mod tests {
         assert_eq!(name.as_deref(), Some("kubewasm-guest"));
         if cfg!(target_os = "linux") {
             assert!(nice >= GUEST_NICE, "nice {nice}");
+        }
+    }
+
+    #[tokio::test]
+    async fn demoted_work_runs_on_a_thread_of_its_own_at_idle_priority() {
+        let threads = GuestThreads::new().unwrap();
+        let (name, policy) = threads
+            .spawn(Priority::Demoted, async {
+                let name = std::thread::current().name().map(str::to_string);
+                // SAFETY: sched_getscheduler of the calling thread.
+                let policy = unsafe { libc::sched_getscheduler(0) };
+                (name, policy)
+            })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("kubewasm-guest-demoted"));
+        if cfg!(target_os = "linux") {
+            assert_eq!(policy, libc::SCHED_IDLE);
         }
     }
 }

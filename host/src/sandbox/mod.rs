@@ -31,7 +31,7 @@ pub use compile::{CacheOutcome, CompileCache, digest};
 pub use contract::{CONTRACT_VERSION, PACKAGE, PLUGIN_INTERFACE};
 pub use engine::{Allocator, EPOCH_TICK, EngineConfig};
 pub use guest_log::{LogRate, PluginLog, truncate};
-use guest_threads::GuestThreads;
+use guest_threads::{GuestThreads, Priority};
 pub use limits::{DEFAULT_CPU_MILLICORES, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits};
 
 /// Why a file could not be loaded as a plugin.
@@ -107,6 +107,8 @@ pub trait CallObserver: Send + Sync {
     fn log_lines_dropped(&self, plugin: &str, lines: u64);
     /// The plugin's guests were paused for `paused` for running past its CPU budget.
     fn cpu_throttled(&self, plugin: &str, paused: std::time::Duration);
+    /// A call of the plugin runs demoted, for the plugin ran past its CPU budget lately.
+    fn call_demoted(&self, _plugin: &str) {}
 }
 
 /// How one plugin is run.
@@ -282,8 +284,16 @@ impl Sandbox {
 
     /// Runs one call on the guest threads.
     async fn call(&self, setup: CallSetup, export: Export) -> Result<Returned, ReconcileError> {
+        let priority = if setup.cpu.is_demoted() {
+            Priority::Demoted
+        } else {
+            Priority::Normal
+        };
+        if let (Priority::Demoted, Some(observer)) = (priority, &setup.observer) {
+            observer.call_demoted(setup.log.plugin());
+        }
         self.guest_threads
-            .spawn(call::call(setup, export))
+            .spawn(priority, call::call(setup, export))
             .await
             .unwrap_or_else(|err| {
                 Err(ReconcileError::Host(format!(
