@@ -209,16 +209,17 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
         }
         None => Err(ReconcileError::Deadline { limit: timeout }),
     };
-    // What ran since the last tick is charged too; the next call pays any debt.
-    let ran = store.data().clock.take_ran();
     let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
         (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),
         _ => None,
     };
-    // Releasing the instance is the guest's cost too: a guest that filled its memory
-    // leaves the host that much to give back.
-    let ((), released) = crate::thread_cpu::run_measured(|| drop(store));
-    setup.cpu.charge(ran + released);
+    // What ran since the last tick is charged too, and so is releasing the instance (a
+    // guest that filled its memory leaves the host that much to give back): the clock
+    // runs on through the release. The next call pays any debt.
+    let clock = store.data().clock.clone();
+    clock.keep_running();
+    drop(store);
+    setup.cpu.charge(clock.take_ran());
     (result, fuel_used)
 }
 

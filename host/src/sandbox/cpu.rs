@@ -191,6 +191,14 @@ impl GuestClock {
         self.state().running_since = Some(Mark::now());
     }
 
+    /// Runs the clock from now if it is stopped (work charged to the guest follows).
+    pub fn keep_running(&self) {
+        let mut state = self.state();
+        if state.running_since.is_none() {
+            state.running_since = Some(Mark::now());
+        }
+    }
+
     /// Stops the clock and returns the running time not yet taken.
     pub fn take_ran(&self) -> Duration {
         self.stop();
@@ -269,6 +277,23 @@ mod tests {
             "{ran:?}"
         );
         assert_eq!(clock.take_ran(), Duration::ZERO, "taken, and stopped");
+    }
+
+    #[test]
+    fn keep_running_restarts_a_stopped_clock_and_leaves_a_running_one_alone() {
+        let clock = GuestClock::start();
+        spin(Duration::from_millis(30));
+        clock.keep_running();
+        assert!(
+            clock.take_ran() >= Duration::from_millis(1),
+            "the time before keep_running is kept"
+        );
+        clock.keep_running(); // stopped by take_ran: runs again
+        spin(Duration::from_millis(30));
+        assert!(
+            clock.take_ran() >= Duration::from_millis(1),
+            "and counts on"
+        );
     }
 
     #[test]
