@@ -106,6 +106,7 @@ pub async fn call(setup: CallSetup, export: Export) -> Result<Returned, Reconcil
     let plugin = setup.log.clone();
     let cpu = setup.cpu.clone();
     let (result, fuel_used) = run(setup, export).await;
+    cpu.record_call(result.as_ref().is_err_and(guest_broke));
     if let Some(observer) = observer {
         let (outcome, trap) = match &result {
             Ok(Returned::Reconciled(Err(_))) => ("reported", None),
@@ -244,6 +245,18 @@ async fn outer_timeout<F: std::future::Future>(
             }
         }
     }
+}
+
+/// Whether `err` says the guest itself broke, rather than the API server or the host
+/// (a deadline may be either, and a looping guest is demoted by its CPU budget anyway).
+fn guest_broke(err: &ReconcileError) -> bool {
+    matches!(
+        err,
+        ReconcileError::Trap { .. }
+            | ReconcileError::MemoryLimit { .. }
+            | ReconcileError::FuelExhausted { .. }
+            | ReconcileError::InvalidResult(_)
+    )
 }
 
 /// Turns a wasmtime error from instantiation or a call into the reason it failed.

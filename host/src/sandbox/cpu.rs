@@ -11,12 +11,13 @@
 //! it waits in a host call for the API server, nor the time it waits for the executor
 //! after yielding.
 //!
-//! A plugin that runs into debt is also demoted for [`DEMOTION`]: its calls run on the
-//! guest threads that get only the cores nothing else wants (see `guest_threads`). The
-//! budget caps what a plugin may take; demotion decides who waits when the cores are
-//! busy, so that a plugin spending its whole budget on every object (a loop, a memory
-//! bomb) takes the time it is granted from idle cores, not from the API server and the
-//! plugins that stay within their burst.
+//! A plugin that runs into debt, or whose guest breaks call after call (traps, runs
+//! out of memory or fuel, returns garbage), is also demoted for [`DEMOTION`]: its
+//! calls run on the guest threads that get only the cores nothing else wants (see
+//! `guest_threads`). The budget caps what a plugin may take; demotion decides who waits
+//! when the cores are busy, so that a plugin spending its whole budget on every object
+//! (a loop, a memory bomb, a panic) takes the time it is granted from idle cores, not
+//! from the API server and the plugins that stay within their burst.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,11 @@ const BURST: Duration = Duration::from_millis(200);
 /// every burst stays demoted, instead of taking a burst at full priority each time it
 /// has earned one.
 pub const DEMOTION: Duration = Duration::from_secs(10);
+
+/// Calls in a row whose guest broke (a trap, the memory cap, fuel, garbage returned)
+/// that demote a plugin: a guest that breaks on every object, not one bad object among
+/// good ones, whose other objects would otherwise wait at idle priority.
+pub const BROKEN_STREAK: u32 = 4;
 
 /// The budget of one plugin.
 #[derive(Debug)]
@@ -51,6 +57,8 @@ struct Bucket {
     refilled: Instant,
     /// Until when the plugin is demoted, if it ran into debt lately.
     demoted_until: Option<Instant>,
+    /// Calls in a row whose guest broke.
+    broken_streak: u32,
 }
 
 impl CpuBudget {
@@ -66,6 +74,7 @@ impl CpuBudget {
                 seconds: BURST.as_secs_f64(),
                 refilled: Instant::now(),
                 demoted_until: None,
+                broken_streak: 0,
             }),
             demotion,
             unreported_pauses: AtomicU64::new(0),
@@ -88,8 +97,22 @@ impl CpuBudget {
         in_debt.then(|| Duration::from_secs_f64(-bucket.seconds / self.cores))
     }
 
-    /// Whether the plugin ran into debt within the last [`DEMOTION`], so that its calls
-    /// run demoted.
+    /// Records whether a call's guest broke; [`BROKEN_STREAK`] broken calls in a row
+    /// demote the plugin for [`DEMOTION`] from now, as if it had run into debt.
+    pub fn record_call(&self, guest_broke: bool) {
+        let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
+        if !guest_broke {
+            bucket.broken_streak = 0;
+            return;
+        }
+        bucket.broken_streak = bucket.broken_streak.saturating_add(1);
+        if bucket.broken_streak >= BROKEN_STREAK {
+            bucket.demoted_until = Some(Instant::now() + self.demotion);
+        }
+    }
+
+    /// Whether the plugin ran into debt (or was demoted) within the last [`DEMOTION`],
+    /// so that its calls run demoted.
     pub fn is_demoted(&self) -> bool {
         let bucket = self.bucket.lock().expect("cpu budget poisoned");
         bucket
