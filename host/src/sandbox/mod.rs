@@ -107,7 +107,8 @@ pub trait CallObserver: Send + Sync {
     fn log_lines_dropped(&self, plugin: &str, lines: u64);
     /// The plugin's guests were paused for `paused` for running past its CPU budget.
     fn cpu_throttled(&self, plugin: &str, paused: std::time::Duration);
-    /// A call of the plugin runs demoted, for the plugin ran past its CPU budget lately.
+    /// A call of the plugin runs demoted: the plugin ran past its CPU budget, or its guest
+    /// broke call after call, lately.
     fn call_demoted(&self, _plugin: &str) {}
 }
 
