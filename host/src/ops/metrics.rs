@@ -253,7 +253,7 @@ impl Metrics {
         let demoted_calls = Family::default();
         registry.register(
             "kubewasm_plugin_demoted_calls",
-            "Calls run at idle priority because the plugin ran past its CPU budget lately",
+            "Calls run at idle priority because the plugin lately ran past its CPU budget or broke call after call",
             demoted_calls.clone(),
         );
         Self {

@@ -28,10 +28,10 @@ use crate::thread_cpu;
 /// How much guest time may be spent at once before the rate applies.
 const BURST: Duration = Duration::from_millis(200);
 
-/// How long a plugin stays demoted after it last ran into debt. Long against the burst
-/// (a plugin earns its burst back in 2 s at 100 millicores), so that a plugin in debt on
-/// every burst stays demoted, instead of taking a burst at full priority each time it
-/// has earned one.
+/// How long a plugin stays demoted after it last ran into debt (or broke
+/// [`BROKEN_STREAK`] calls in a row). Long against the burst (a plugin earns its burst
+/// back in 2 s at 100 millicores), so that a plugin in debt on every burst stays
+/// demoted, instead of taking a burst at full priority each time it has earned one.
 pub const DEMOTION: Duration = Duration::from_secs(10);
 
 /// Calls in a row whose guest broke (a trap, the memory cap, fuel, garbage returned)
@@ -55,7 +55,7 @@ struct Bucket {
     /// Seconds of guest time available; negative is debt.
     seconds: f64,
     refilled: Instant,
-    /// Until when the plugin is demoted, if it ran into debt lately.
+    /// Until when the plugin is demoted, if it ran into debt or broke lately.
     demoted_until: Option<Instant>,
     /// Calls in a row whose guest broke.
     broken_streak: u32,

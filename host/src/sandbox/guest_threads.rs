@@ -3,8 +3,8 @@
 //! plugins are, the host's own work (and the API server beside it) is scheduled first,
 //! and never waits in a queue behind a guest's time slice.
 //!
-//! Calls of plugins demoted for running past their CPU budget run on threads of a
-//! second runtime at the lowest priority there is (Linux `SCHED_IDLE`): they get the
+//! Calls of plugins demoted (for running past their CPU budget, or breaking call after
+//! call) run on threads of a second runtime at the lowest priority there is (Linux `SCHED_IDLE`): they get the
 //! cores nothing else wants, and never queue in front of a call of a plugin that stays
 //! within its budget.
 
@@ -21,7 +21,7 @@ pub const GUEST_NICE: i32 = 10;
 pub enum Priority {
     /// Below the host's threads ([`GUEST_NICE`]).
     Normal,
-    /// Only on cores nothing else wants: a plugin demoted for running past its budget.
+    /// Only on cores nothing else wants: a demoted plugin (see `cpu::DEMOTION`).
     Demoted,
 }
 
