@@ -37,7 +37,7 @@ async fn misbehave(limits: Limits) -> WasmPlugin {
 }
 
 /// The misbehave guest with a CPU budget of `millicores`, its throttling counted.
-async fn misbehave_observed(millicores: u32, throttled: Arc<ThrottleCounter>) -> WasmPlugin {
+async fn misbehave_observed(millicores: u32, throttled: Arc<BudgetObserver>) -> WasmPlugin {
     sandbox()
         .load(
             "test",
@@ -121,9 +121,14 @@ async fn a_looping_guest_leaves_the_executor_free() {
 
 /// Counts the CPU-budget pauses and the demoted calls the sandbox reports.
 #[derive(Default)]
-struct ThrottleCounter(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64);
+struct BudgetObserver {
+    /// Nanoseconds paused.
+    paused: std::sync::atomic::AtomicU64,
+    /// Calls run demoted.
+    demoted: std::sync::atomic::AtomicU64,
+}
 
-impl kubewasm::sandbox::CallObserver for ThrottleCounter {
+impl kubewasm::sandbox::CallObserver for BudgetObserver {
     fn call_finished(
         &self,
         _: &str,
@@ -136,11 +141,12 @@ impl kubewasm::sandbox::CallObserver for ThrottleCounter {
     fn log_lines_dropped(&self, _: &str, _: u64) {}
     fn cpu_throttled(&self, _: &str, paused: Duration) {
         let nanos = u64::try_from(paused.as_nanos()).unwrap_or(u64::MAX);
-        self.0
+        self.paused
             .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
     fn call_demoted(&self, _: &str) {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.demoted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -151,12 +157,12 @@ async fn calls_too_short_to_be_paused_are_held_to_the_budget_too() {
     // At 1 millicore a call's debt takes over 0.1 s to pay: longer than its call, even
     // at idle priority (a plugin in debt is demoted) on a machine busy with other tests,
     // so every call finds the debt of the one before.
-    let throttled = Arc::new(ThrottleCounter::default());
+    let throttled = Arc::new(BudgetObserver::default());
     let plugin = misbehave_observed(1, throttled.clone()).await;
     // The 200 ms burst is spent after at most a few thousand calls (each costs 0.1 ms
     // or more of CPU).
     let throttled_so_far =
-        || Duration::from_nanos(throttled.0.load(std::sync::atomic::Ordering::Relaxed));
+        || Duration::from_nanos(throttled.paused.load(std::sync::atomic::Ordering::Relaxed));
     let mut calls = 0;
     while throttled_so_far().is_zero() {
         assert!(calls < 20_000, "the plugin was never throttled");
@@ -188,23 +194,26 @@ async fn calls_too_short_to_be_paused_are_held_to_the_budget_too() {
 
 #[tokio::test]
 async fn host_time_spent_on_a_plugin_counts_against_its_budget() {
-    let throttled = Arc::new(ThrottleCounter::default());
+    let throttled = Arc::new(BudgetObserver::default());
     let plugin = misbehave_observed(1000, throttled.clone()).await;
     assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
-    assert_eq!(throttled.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        throttled.paused.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     // Past its 200 ms burst by 300 ms: its next call waits about that long, at one core.
     plugin.charge_host_time(Duration::from_millis(500));
     let started = std::time::Instant::now();
     assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
-    let paused = Duration::from_nanos(throttled.0.load(std::sync::atomic::Ordering::Relaxed));
+    let paused = Duration::from_nanos(throttled.paused.load(std::sync::atomic::Ordering::Relaxed));
     assert!(paused >= Duration::from_millis(200), "paused {paused:?}");
     assert!(started.elapsed() >= paused, "took {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn a_plugin_past_its_budget_runs_demoted_and_still_gets_its_answers() {
-    let observer = Arc::new(ThrottleCounter::default());
-    let demoted = || observer.1.load(std::sync::atomic::Ordering::Relaxed);
+    let observer = Arc::new(BudgetObserver::default());
+    let demoted = || observer.demoted.load(std::sync::atomic::Ordering::Relaxed);
     let plugin = misbehave_observed(1000, observer.clone()).await;
     assert_eq!(apply(&plugin, "ok").await, Ok(Action::AwaitChange));
     assert_eq!(
