@@ -240,4 +240,12 @@ pub trait Reconciler: Send + Sync {
     /// that a CPU budget can count what the reconciler costs the host, not only what it
     /// runs itself. Ignored by default.
     fn charge_host_time(&self, _spent: std::time::Duration) {}
+    /// The async runtime its controller (scheduling and every reconcile's host side)
+    /// runs on, when not the host's own. A sandboxed plugin's controller runs on the
+    /// guest threads beside its calls: a reconcile then reaches the guest without a
+    /// wake-up of another thread, and a plugin's wakes are scheduled below the host's
+    /// watches and the API server like its guest code. `None` (the default): the host's.
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        None
+    }
 }

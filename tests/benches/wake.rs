@@ -58,6 +58,10 @@ impl Reconciler for Counted {
     fn charge_host_time(&self, spent: Duration) {
         self.inner.charge_host_time(spent);
     }
+
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.inner.runtime()
+    }
 }
 
 /// A reconciler that returns at once without looking at the object.

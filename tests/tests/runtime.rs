@@ -305,6 +305,113 @@ impl Reconciler for ChargeRecorder {
     }
 }
 
+/// Records the threads its reconciles ran on; its controller asks for a runtime of
+/// its own.
+struct ThreadRecorder {
+    runtime: Option<tokio::runtime::Runtime>,
+    threads: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl ThreadRecorder {
+    const THREAD: &str = "plugin-runtime";
+
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            runtime: Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name(Self::THREAD)
+                    .enable_all()
+                    .build()?,
+            ),
+            threads: Default::default(),
+        })
+    }
+
+    fn threads(&self) -> Vec<Option<String>> {
+        self.threads.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ThreadRecorder {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which the test's own runtime does not allow.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for ThreadRecorder {
+    fn description(&self) -> &Description {
+        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
+        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
+    }
+
+    async fn apply(
+        &self,
+        _: &str,
+        _: Arc<dyn HostCalls>,
+    ) -> Result<ReconcileAction, ReconcileError> {
+        let thread = std::thread::current().name().map(str::to_string);
+        self.threads.lock().unwrap().push(thread);
+        Ok(ReconcileAction::AwaitChange)
+    }
+
+    async fn cleanup(
+        &self,
+        _: &str,
+        _: Arc<dyn HostCalls>,
+    ) -> Result<ReconcileAction, ReconcileError> {
+        Ok(ReconcileAction::AwaitChange)
+    }
+
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime
+            .as_ref()
+            .map(|runtime| runtime.handle().clone())
+    }
+}
+
+#[tokio::test]
+async fn a_controller_runs_on_the_runtime_its_reconciler_names() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "own-runtime").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let runtime = Runtime::new(
+        kubewasm_tests::admin_config().await?,
+        RuntimeOptions::default(),
+        Arc::new(Metrics::new()),
+    )?;
+    let recorder = Arc::new(ThreadRecorder::new()?);
+    runtime
+        .start_plugin(
+            "own-runtime",
+            recorder.clone(),
+            Grant::parse(&config_map_grant(&namespace), "test")?,
+        )
+        .await?;
+    for name in ["one", "two"] {
+        api.create(&PostParams::default(), &config_map(name, &[]))
+            .await?;
+    }
+    wait::until("two reconciles", WAIT, || {
+        let done = recorder.threads().len() >= 2;
+        async move { Ok(done.then_some(())) }
+    })
+    .await?;
+    runtime.stop_plugin("own-runtime").await?;
+    let threads = recorder.threads();
+    assert!(
+        threads
+            .iter()
+            .all(|thread| thread.as_deref() == Some(ThreadRecorder::THREAD)),
+        "reconciled on {threads:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_host_time_of_every_reconcile_is_charged_to_its_plugin() -> anyhow::Result<()> {
     let client = admin_client().await?;

@@ -102,7 +102,8 @@ impl ScopeController {
             filter,
             stopping: shutdown.clone(),
         });
-        let task = tokio::spawn(async move {
+        let runtime = plugin_runtime(&context.plugin);
+        let task = runtime.spawn(async move {
             controller
                 .run(reconcile, error_policy, context)
                 .for_each(|result| {
@@ -148,6 +149,16 @@ impl ScopeController {
             tracing::error!("a controller task panicked: {err}");
         }
     }
+}
+
+/// Where a plugin's controller runs: its reconciler's runtime, or else the caller's.
+fn plugin_runtime(plugin: &PluginShared) -> tokio::runtime::Handle {
+    plugin
+        .version
+        .load()
+        .reconciler
+        .runtime()
+        .unwrap_or_else(tokio::runtime::Handle::current)
 }
 
 fn subject_of(object: &DynamicObject) -> ObjectReference {
@@ -218,7 +229,7 @@ struct ScopeContext {
 }
 
 /// Reconciles one object, and charges the host's CPU time on it to the plugin's budget
-/// (its guest's own time is charged by the sandbox, on the guest threads).
+/// (its guest's own time is charged by the sandbox, in a task of its own).
 async fn reconcile(
     object: Arc<DynamicObject>,
     context: Arc<ScopeContext>,

@@ -1,7 +1,9 @@
 //! The threads guest code runs on: runtimes of their own, apart from the host's
-//! watches, controllers and API calls, at a lower CPU priority. However busy the
-//! plugins are, the host's own work (and the API server beside it) is scheduled first,
-//! and never waits in a queue behind a guest's time slice.
+//! watches and API calls, at a lower CPU priority. However busy the plugins are, the
+//! host's own work (and the API server beside it) is scheduled first, and never waits
+//! in a queue behind a guest's time slice. Each plugin's controller (kube-runtime's
+//! scheduling and the host's side of its reconciles) runs here too, beside its calls:
+//! a call then starts on the thread that asked for it, with no wake-up of another.
 //!
 //! Calls of plugins demoted (for running past their CPU budget, or breaking call after
 //! call) run on threads of a second runtime at the lowest priority there is (Linux `SCHED_IDLE`): they get the
@@ -10,7 +12,7 @@
 
 use std::future::Future;
 
-use tokio::runtime::{Builder, Runtime};
+use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
 
 /// How much lower than the host's the priority of guest threads is (Linux nice).
@@ -50,20 +52,28 @@ impl GuestThreads {
         })
     }
 
-    /// Runs `work` on a guest thread of `priority`.
+    /// Runs `work` on a guest thread of `priority`. Spawned from a thread of that
+    /// runtime, it is queued on the spawning thread, with no wake-up of another.
     pub fn spawn<F>(&self, priority: Priority, work: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let runtime = match priority {
+        self.runtime(priority).spawn(work)
+    }
+
+    /// A handle to the runtime of `priority`.
+    pub fn handle(&self, priority: Priority) -> Handle {
+        self.runtime(priority).handle().clone()
+    }
+
+    fn runtime(&self, priority: Priority) -> &Runtime {
+        match priority {
             Priority::Normal => &self.normal,
             Priority::Demoted => &self.demoted,
-        };
-        runtime
-            .as_ref()
-            .expect("the guest runtimes live as long as the sandbox")
-            .spawn(work)
+        }
+        .as_ref()
+        .expect("the guest runtimes live as long as the sandbox")
     }
 }
 

@@ -416,4 +416,8 @@ impl Reconciler for WasmPlugin {
         // A plugin in debt pays before its next call starts.
         let _ = self.cpu.charge(spent);
     }
+
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        Some(self.sandbox.guest_threads.handle(Priority::Normal))
+    }
 }
