@@ -266,16 +266,81 @@ async fn a_plugin_with_a_selector_shares_the_watch_of_every_object_in_its_scope(
     Ok(())
 }
 
-/// Records its reconciles and the host time charged to it.
+/// Records its reconciles, the threads they ran on and the host time charged to it; its
+/// controller may ask for a runtime of its own.
 #[derive(Default)]
-struct ChargeRecorder {
+struct Recorder {
     reconciles: AtomicUsize,
     charges: AtomicUsize,
     charged_nanos: AtomicU64,
+    threads: std::sync::Mutex<Vec<Option<String>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Recorder {
+    /// The name of the threads of [`Recorder::with_own_runtime`].
+    const OWN_THREAD: &str = "plugin-runtime";
+
+    fn with_own_runtime() -> std::io::Result<Self> {
+        let mut recorder = Self::default();
+        recorder.runtime = Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(Self::OWN_THREAD)
+                .enable_all()
+                .build()?,
+        );
+        Ok(recorder)
+    }
+
+    fn threads(&self) -> Vec<Option<String>> {
+        self.threads.lock().unwrap().clone()
+    }
+
+    /// Runs as plugin `name` until it has reconciled, and been charged for, `objects`
+    /// new ConfigMaps.
+    async fn run(self: &Arc<Self>, name: &str, objects: &[&str]) -> anyhow::Result<()> {
+        let client = admin_client().await?;
+        let namespace = test_namespace(&client, name).await?;
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+        let runtime = Runtime::new(
+            kubewasm_tests::admin_config().await?,
+            RuntimeOptions::default(),
+            Arc::new(Metrics::new()),
+        )?;
+        runtime
+            .start_plugin(
+                name,
+                self.clone(),
+                Grant::parse(&config_map_grant(&namespace), "test")?,
+            )
+            .await?;
+        for object in objects {
+            api.create(&PostParams::default(), &config_map(object, &[]))
+                .await?;
+        }
+        wait::until("every object reconciled and charged", WAIT, || {
+            let done = self.reconciles.load(Ordering::SeqCst) >= objects.len()
+                && self.charges.load(Ordering::SeqCst) >= objects.len();
+            async move { Ok(done.then_some(())) }
+        })
+        .await?;
+        runtime.stop_plugin(name).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which the test's own runtime does not allow.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl Reconciler for ChargeRecorder {
+impl Reconciler for Recorder {
     fn description(&self) -> &Description {
         static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
         DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
@@ -286,6 +351,8 @@ impl Reconciler for ChargeRecorder {
         _: &str,
         _: Arc<dyn HostCalls>,
     ) -> Result<ReconcileAction, ReconcileError> {
+        let thread = std::thread::current().name().map(str::to_string);
+        self.threads.lock().unwrap().push(thread);
         self.reconciles.fetch_add(1, Ordering::SeqCst);
         Ok(ReconcileAction::AwaitChange)
     }
@@ -303,69 +370,6 @@ impl Reconciler for ChargeRecorder {
             .fetch_add(spent.as_nanos() as u64, Ordering::SeqCst);
         self.charges.fetch_add(1, Ordering::SeqCst);
     }
-}
-
-/// Records the threads its reconciles ran on; its controller asks for a runtime of
-/// its own.
-struct ThreadRecorder {
-    runtime: Option<tokio::runtime::Runtime>,
-    threads: std::sync::Mutex<Vec<Option<String>>>,
-}
-
-impl ThreadRecorder {
-    const THREAD: &str = "plugin-runtime";
-
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            runtime: Some(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name(Self::THREAD)
-                    .enable_all()
-                    .build()?,
-            ),
-            threads: Default::default(),
-        })
-    }
-
-    fn threads(&self) -> Vec<Option<String>> {
-        self.threads.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ThreadRecorder {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which the test's own runtime does not allow.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Reconciler for ThreadRecorder {
-    fn description(&self) -> &Description {
-        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
-        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
-    }
-
-    async fn apply(
-        &self,
-        _: &str,
-        _: Arc<dyn HostCalls>,
-    ) -> Result<ReconcileAction, ReconcileError> {
-        let thread = std::thread::current().name().map(str::to_string);
-        self.threads.lock().unwrap().push(thread);
-        Ok(ReconcileAction::AwaitChange)
-    }
-
-    async fn cleanup(
-        &self,
-        _: &str,
-        _: Arc<dyn HostCalls>,
-    ) -> Result<ReconcileAction, ReconcileError> {
-        Ok(ReconcileAction::AwaitChange)
-    }
 
     fn runtime(&self) -> Option<tokio::runtime::Handle> {
         self.runtime
@@ -376,37 +380,13 @@ impl Reconciler for ThreadRecorder {
 
 #[tokio::test]
 async fn a_controller_runs_on_the_runtime_its_reconciler_names() -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let namespace = test_namespace(&client, "own-runtime").await?;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let runtime = Runtime::new(
-        kubewasm_tests::admin_config().await?,
-        RuntimeOptions::default(),
-        Arc::new(Metrics::new()),
-    )?;
-    let recorder = Arc::new(ThreadRecorder::new()?);
-    runtime
-        .start_plugin(
-            "own-runtime",
-            recorder.clone(),
-            Grant::parse(&config_map_grant(&namespace), "test")?,
-        )
-        .await?;
-    for name in ["one", "two"] {
-        api.create(&PostParams::default(), &config_map(name, &[]))
-            .await?;
-    }
-    wait::until("two reconciles", WAIT, || {
-        let done = recorder.threads().len() >= 2;
-        async move { Ok(done.then_some(())) }
-    })
-    .await?;
-    runtime.stop_plugin("own-runtime").await?;
+    let recorder = Arc::new(Recorder::with_own_runtime()?);
+    recorder.run("own-runtime", &["one", "two"]).await?;
     let threads = recorder.threads();
     assert!(
         threads
             .iter()
-            .all(|thread| thread.as_deref() == Some(ThreadRecorder::THREAD)),
+            .all(|thread| thread.as_deref() == Some(Recorder::OWN_THREAD)),
         "reconciled on {threads:?}"
     );
     Ok(())
@@ -414,33 +394,8 @@ async fn a_controller_runs_on_the_runtime_its_reconciler_names() -> anyhow::Resu
 
 #[tokio::test]
 async fn the_host_time_of_every_reconcile_is_charged_to_its_plugin() -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let namespace = test_namespace(&client, "charge").await?;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let runtime = Runtime::new(
-        kubewasm_tests::admin_config().await?,
-        RuntimeOptions::default(),
-        Arc::new(Metrics::new()),
-    )?;
-    let recorder = Arc::new(ChargeRecorder::default());
-    runtime
-        .start_plugin(
-            "charged",
-            recorder.clone(),
-            Grant::parse(&config_map_grant(&namespace), "test")?,
-        )
-        .await?;
-    for name in ["one", "two", "three"] {
-        api.create(&PostParams::default(), &config_map(name, &[]))
-            .await?;
-    }
-    wait::until("three reconciles, each charged", WAIT, || {
-        let done = recorder.reconciles.load(Ordering::SeqCst) >= 3
-            && recorder.charges.load(Ordering::SeqCst) >= 3;
-        async move { Ok(done.then_some(())) }
-    })
-    .await?;
-    runtime.stop_plugin("charged").await?;
+    let recorder = Arc::new(Recorder::default());
+    recorder.run("charged", &["one", "two", "three"]).await?;
     assert_eq!(
         recorder.charges.load(Ordering::SeqCst),
         recorder.reconciles.load(Ordering::SeqCst),
