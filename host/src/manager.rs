@@ -1,5 +1,5 @@
-//! The assembled host: sandbox, runtime, the plugins directory, and the metrics and
-//! probe servers, started and stopped together.
+//! The assembled host: sandbox, runtime, the plugins directory, the metrics and probe
+//! servers, and leader election, started and stopped together.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::leader::{LeaderElectionOptions, Leadership};
 use crate::ops::metrics::Metrics;
 use crate::ops::server;
 use crate::plugins::{self, PluginDir, ReloadOptions};
@@ -30,6 +31,8 @@ pub struct ManagerOptions {
     pub probe_addr: Option<SocketAddr>,
     /// Watch the plugins directory and apply changes; `None` loads it once.
     pub reload: Option<ReloadOptions>,
+    /// Run plugins only while holding the leader lease; `None` runs them at once.
+    pub leader_election: Option<LeaderElectionOptions>,
 }
 
 /// A running host.
@@ -38,6 +41,7 @@ pub struct Manager {
     runtime: Arc<Runtime>,
     plugins: Arc<PluginDir>,
     metrics: Arc<Metrics>,
+    leadership: Option<Leadership>,
     servers: CancellationToken,
     server_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -51,7 +55,12 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
-    /// Starts the servers, then every plugin of the directory.
+    /// Starts the servers, then, once this replica leads (at once without leader
+    /// election), every plugin of the directory.
+    ///
+    /// With leader election this waits for the lease for as long as another replica
+    /// holds it; a standby replica serves its probes meanwhile and reports ready, so
+    /// that rolling updates can proceed.
     pub async fn start(kube_config: kube::Config, options: ManagerOptions) -> anyhow::Result<Self> {
         anyhow::ensure!(
             options.plugins_dir.is_dir(),
@@ -70,8 +79,9 @@ impl Manager {
         ));
         let servers = CancellationToken::new();
         // Not ready until every plugin of the directory has been tried and every watch
-        // they opened has synced.
+        // they opened has synced; ready while standing by for the lease.
         let loaded = Arc::new(AtomicBool::new(false));
+        let standing_by = Arc::new(AtomicBool::new(options.leader_election.is_some()));
         let mut server_tasks = Vec::new();
         if let Some(addr) = options.metrics_addr {
             let listener = server::bind(addr)
@@ -92,13 +102,34 @@ impl Manager {
             let stop = servers.clone().cancelled_owned();
             let runtime = runtime.clone();
             let loaded = loaded.clone();
-            let ready = move || loaded.load(Ordering::Acquire) && runtime.ready();
+            let standing_by = standing_by.clone();
+            let ready = move || {
+                standing_by.load(Ordering::Acquire)
+                    || (loaded.load(Ordering::Acquire) && runtime.ready())
+            };
             server_tasks.push(tokio::spawn(async move {
                 if let Err(err) = server::serve_probes(listener, ready, stop).await {
                     tracing::error!("probe server failed: {err}");
                 }
             }));
         }
+        let leadership = match options.leader_election {
+            Some(election) => {
+                let leadership = Leadership::campaign(
+                    runtime.client().clone(),
+                    election,
+                    metrics.leader.clone(),
+                )
+                .await?;
+                leadership.acquired().await?;
+                standing_by.store(false, Ordering::Release);
+                Some(leadership)
+            }
+            None => {
+                metrics.leader.set(1);
+                None
+            }
+        };
         plugins.load_all().await.with_context(|| {
             format!(
                 "reading the plugins directory {}",
@@ -117,6 +148,7 @@ impl Manager {
             runtime,
             plugins,
             metrics,
+            leadership,
             servers,
             server_tasks,
         })
@@ -142,10 +174,28 @@ impl Manager {
         &self.metrics
     }
 
+    /// This replica's identity in the leader lease, with leader election.
+    pub fn leader_identity(&self) -> Option<&str> {
+        self.leadership.as_ref().map(Leadership::identity)
+    }
+
+    /// Resolves when this replica has lost the leader lease (never without leader
+    /// election); the caller should then [`Manager::shutdown`] and exit, for another
+    /// replica leads now.
+    pub async fn leadership_lost(&self) {
+        match &self.leadership {
+            Some(leadership) => leadership.lost().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops taking work, lets running reconciles finish (bounded by the runtime's
-    /// shutdown grace), then stops the servers.
+    /// shutdown grace), gives up the leader lease, then stops the servers.
     pub async fn shutdown(self) {
         self.runtime.shutdown().await;
+        if let Some(leadership) = self.leadership {
+            leadership.release().await;
+        }
         self.servers.cancel();
         for task in self.server_tasks {
             let _ = task.await;

@@ -77,6 +77,7 @@ impl TestHost {
             metrics_addr: None,
             probe_addr: None,
             reload: Some(ReloadOptions::default()),
+            leader_election: None,
         };
         self.manager = Some(Manager::start(crate::admin_config().await?, options).await?);
         Ok(())

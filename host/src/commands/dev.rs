@@ -78,6 +78,7 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
         metrics_addr: Some(args.metrics_addr),
         probe_addr: Some(args.probe_addr),
         reload: Some(ReloadOptions::default()),
+        leader_election: None,
     };
     let manager = match Manager::start(config, options).await {
         Ok(manager) => manager,

@@ -113,6 +113,9 @@ pub struct Metrics {
     pub watches: Gauge,
     /// `kubewasm_plugins`: plugins running.
     pub plugins: Gauge,
+    /// `kubewasm_leader`: 1 while this replica holds the leader lease (or runs without
+    /// leader election), else 0.
+    pub leader: Gauge,
     /// `kubewasm_plugin_reloads_total`.
     pub reloads: Family<ReloadLabels, Counter>,
     /// `kubewasm_plugin_calls_total`.
@@ -196,6 +199,12 @@ impl Metrics {
         );
         let plugins = Gauge::default();
         registry.register("kubewasm_plugins", "Plugins running", plugins.clone());
+        let leader = Gauge::default();
+        registry.register(
+            "kubewasm_leader",
+            "1 while this replica runs plugins: it holds the leader lease, or leader election is off",
+            leader.clone(),
+        );
         let reloads = Family::default();
         registry.register(
             "kubewasm_plugin_reloads",
@@ -266,6 +275,7 @@ impl Metrics {
             workqueue_depth,
             watches,
             plugins,
+            leader,
             reloads,
             calls,
             traps,

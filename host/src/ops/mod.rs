@@ -1,4 +1,5 @@
-//! Operations: metrics, health probes and their HTTP servers.
+//! Operations: metrics, health probes and their HTTP servers, leader election.
 
+pub mod leader;
 pub mod metrics;
 pub mod server;

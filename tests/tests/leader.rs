@@ -1,0 +1,169 @@
+//! Leader election between two hosts on one plugins directory, on a real API server:
+//! only the holder of the Lease reconciles, a standby takes over when the leader stops,
+//! and a leader that loses its lease to another stops.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use kubewasm::manager::{Manager, ManagerOptions};
+use kubewasm::ops::leader::LeaderElectionOptions;
+use kubewasm::runtime::RuntimeOptions;
+use kubewasm_tests::host::{PluginFiles, metric_value, write_plugin};
+use kubewasm_tests::plugins::{example_bytes, example_grant};
+use kubewasm_tests::{admin_client, admin_config, sandbox_config, test_namespace, wait};
+
+const WAIT: Duration = Duration::from_secs(60);
+const LEASE: &str = "kubewasm";
+
+/// A plugins directory holding the mirror plugin, granted `namespace`.
+fn mirror_dir(namespace: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    write_plugin(
+        dir.path(),
+        &PluginFiles::new(
+            "mirror",
+            example_bytes("configmap-mirror"),
+            format!(
+                "namespaces: [{namespace}]\n{}",
+                example_grant("configmap-mirror")
+            ),
+        ),
+    )?;
+    Ok(dir)
+}
+
+/// Starts a host on `dir` that campaigns as `identity` for the Lease in `namespace`,
+/// with a short lease so that takeovers come quickly. Resolves once it leads.
+async fn electing_host(dir: &Path, namespace: &str, identity: &str) -> anyhow::Result<Manager> {
+    let mut election = LeaderElectionOptions::new(namespace);
+    election.identity = identity.to_string();
+    election.lease_seconds = 3;
+    election.renew_seconds = 2;
+    election.retry_period = Duration::from_millis(200);
+    let options = ManagerOptions {
+        plugins_dir: dir.to_path_buf(),
+        sandbox: sandbox_config(),
+        runtime: RuntimeOptions::default(),
+        metrics_addr: None,
+        probe_addr: None,
+        reload: None,
+        leader_election: Some(election),
+    };
+    Manager::start(admin_config().await?, options).await
+}
+
+async fn holder(client: &Client, namespace: &str) -> anyhow::Result<Option<String>> {
+    let lease = Api::<Lease>::namespaced(client.clone(), namespace)
+        .get(LEASE)
+        .await?;
+    Ok(lease.spec.and_then(|spec| spec.holder_identity))
+}
+
+fn leader_gauge(manager: &Manager) -> f64 {
+    metric_value(&manager.metrics().encode(), "kubewasm_leader", "")
+}
+
+/// Creates labelled ConfigMap `name` and waits until its mirror exists.
+async fn mirrored(api: &Api<ConfigMap>, name: &str) -> anyhow::Result<()> {
+    let source = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(
+                "kubewasm.dev/mirror".to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("value".to_string(), name.to_string())])),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &source).await?;
+    let mirror = format!("{name}-mirror");
+    wait::until(&format!("{mirror} to exist"), WAIT, || async {
+        Ok(api.get_opt(&mirror).await?.map(|_| ()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "leader").await?;
+    let dir = mirror_dir(&namespace)?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+
+    let first = electing_host(dir.path(), &namespace, "first").await?;
+    assert_eq!(holder(&client, &namespace).await?.as_deref(), Some("first"));
+    assert_eq!(first.leader_identity(), Some("first"));
+    assert_eq!(leader_gauge(&first), 1.0);
+    mirrored(&api, "before").await?;
+
+    let standby = {
+        let (dir, namespace) = (dir.path().to_path_buf(), namespace.clone());
+        tokio::spawn(async move { electing_host(&dir, &namespace, "second").await })
+    };
+    // The standby has the same plugin and sees the same objects; while the leader works
+    // on, the lease stays the leader's and the standby does not start.
+    mirrored(&api, "while-standing-by").await?;
+    assert!(
+        !standby.is_finished(),
+        "the standby started while the leader held the lease"
+    );
+    assert_eq!(holder(&client, &namespace).await?.as_deref(), Some("first"));
+
+    // A graceful stop releases the lease: the standby takes over and reconciles.
+    first.shutdown().await;
+    let second = tokio::time::timeout(WAIT, standby).await???;
+    assert_eq!(
+        holder(&client, &namespace).await?.as_deref(),
+        Some("second")
+    );
+    assert_eq!(leader_gauge(&second), 1.0);
+    mirrored(&api, "after").await?;
+    second.shutdown().await;
+    assert_eq!(
+        holder(&client, &namespace).await?,
+        None,
+        "the lease was not released"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_to_another_stands_down() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "leader-lost").await?;
+    let dir = mirror_dir(&namespace)?;
+    let leader = electing_host(dir.path(), &namespace, "leader").await?;
+    assert_eq!(leader_gauge(&leader), 1.0);
+
+    // Another takes the lease, as one would after this replica failed to renew it.
+    let taken = serde_json::json!({
+        "spec": {
+            "holderIdentity": "intruder",
+            "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
+            "leaseDurationSeconds": 600,
+        }
+    });
+    Api::<Lease>::namespaced(client.clone(), &namespace)
+        .patch(LEASE, &PatchParams::default(), &Patch::Merge(&taken))
+        .await?;
+    tokio::time::timeout(WAIT, leader.leadership_lost())
+        .await
+        .map_err(|_| anyhow::anyhow!("the leader did not notice it lost the lease"))?;
+    assert_eq!(leader_gauge(&leader), 0.0);
+    leader.shutdown().await;
+    assert_eq!(
+        holder(&client, &namespace).await?.as_deref(),
+        Some("intruder"),
+        "stepping down released a lease held by another"
+    );
+    Ok(())
+}
