@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubewasm::manager::{Manager, ManagerOptions};
+use kubewasm::ops::leader::LeaderElectionOptions;
 use kubewasm::plugins::ReloadOptions;
 use kubewasm::runtime::RuntimeOptions;
 use kubewasm::sandbox::SandboxConfig;
@@ -43,6 +44,57 @@ pub struct RunArgs {
     /// Seconds shutdown waits for running reconciles.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+}
+
+/// Leader election between replicas of the host.
+#[derive(Debug, Args)]
+pub struct LeaderElectionArgs {
+    /// Run plugins only while holding a coordination.k8s.io Lease, so that one replica
+    /// of several reconciles and the others stand by.
+    #[arg(long, env = "KUBEWASM_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: the in-cluster namespace, or the kubeconfig
+    /// context's).
+    #[arg(long, env = "KUBEWASM_LEADER_ELECT_NAMESPACE")]
+    pub leader_elect_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = kubewasm::ops::leader::DEFAULT_LEASE_NAME)]
+    pub leader_elect_lease: String,
+    /// This replica's identity in the Lease (default: $POD_NAME or the host name, and a
+    /// random suffix).
+    #[arg(long)]
+    pub leader_elect_identity: Option<String>,
+    /// Seconds the lease stays valid after a renewal: how long standby replicas wait
+    /// after a leader stops without releasing it.
+    #[arg(long, default_value_t = 15)]
+    pub leader_elect_lease_seconds: u64,
+    /// Seconds after a renewal at which the leader renews the lease again (less than
+    /// the lease).
+    #[arg(long, default_value_t = 10)]
+    pub leader_elect_renew_seconds: u64,
+}
+
+impl LeaderElectionArgs {
+    /// The election's options, `None` when it is off; `default_namespace` is the
+    /// client configuration's.
+    pub fn options(&self, default_namespace: &str) -> Option<LeaderElectionOptions> {
+        self.leader_elect.then(|| {
+            let mut options = LeaderElectionOptions::new(
+                self.leader_elect_namespace
+                    .clone()
+                    .unwrap_or_else(|| default_namespace.to_string()),
+            );
+            options.lease_name = self.leader_elect_lease.clone();
+            if let Some(identity) = &self.leader_elect_identity {
+                options.identity = identity.clone();
+            }
+            options.lease_seconds = self.leader_elect_lease_seconds;
+            options.renew_seconds = self.leader_elect_renew_seconds;
+            options
+        })
+    }
 }
 
 /// Resolves the client configuration as kubectl does, or from `kubeconfig`.
@@ -72,8 +124,12 @@ pub async fn kube_config(
 }
 
 impl RunArgs {
-    /// The manager's options.
-    pub fn manager_options(&self, sandbox: SandboxConfig) -> ManagerOptions {
+    /// The manager's options; `default_namespace` is the client configuration's.
+    pub fn manager_options(
+        &self,
+        sandbox: SandboxConfig,
+        default_namespace: &str,
+    ) -> ManagerOptions {
         ManagerOptions {
             plugins_dir: self.plugins.clone(),
             sandbox,
@@ -88,20 +144,37 @@ impl RunArgs {
                 debounce: Duration::from_millis(self.reload_debounce_ms),
                 ..ReloadOptions::default()
             }),
+            leader_election: self.leader_election.options(default_namespace),
         }
     }
 }
 
-/// Runs the host until SIGINT or SIGTERM, then shuts down gracefully.
+/// Runs the host until SIGINT or SIGTERM, then shuts down gracefully; with leader
+/// election, also until the lease is lost, and then fails, for the process to be
+/// restarted as a standby replica.
 pub async fn run(args: RunArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
     let config = kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     tracing::info!(server = %config.cluster_url, plugins = %args.plugins.display(), "starting");
-    let manager = Manager::start(config, args.manager_options(sandbox)).await?;
+    let options = args.manager_options(sandbox, &config.default_namespace);
+    let manager = tokio::select! {
+        manager = Manager::start(config, options) => manager?,
+        () = super::super::shutdown_signal() => {
+            tracing::info!("stopped while standing by for the leader lease");
+            return Ok(());
+        }
+    };
     let running = manager.runtime().plugin_names().await;
     tracing::info!(plugins = ?running, "host running; stop with Ctrl-C");
-    super::super::shutdown_signal().await;
+    let lost = tokio::select! {
+        () = super::super::shutdown_signal() => false,
+        () = manager.leadership_lost() => true,
+    };
     tracing::info!("shutting down: no new reconciles, waiting for running ones");
     manager.shutdown().await;
+    anyhow::ensure!(
+        !lost,
+        "lost the leader lease: stopped so that the replica holding it reconciles alone"
+    );
     tracing::info!("stopped");
     Ok(())
 }
