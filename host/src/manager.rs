@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::leader::{LeaderElectionOptions, Leadership};
+use crate::ops::leader::{LeaderElectionOptions, Leadership, Role};
 use crate::ops::metrics::Metrics;
 use crate::ops::server;
 use crate::plugins::{self, PluginDir, ReloadOptions};
@@ -62,6 +62,19 @@ impl Manager {
     /// holds it; a standby replica serves its probes meanwhile and reports ready, so
     /// that rolling updates can proceed.
     pub async fn start(kube_config: kube::Config, options: ManagerOptions) -> anyhow::Result<Self> {
+        Self::start_unless_stopped(kube_config, options, &CancellationToken::new())
+            .await?
+            .context("stopped before it could lead")
+    }
+
+    /// [`Manager::start`], giving up (`None`) if `stop` is cancelled while it stands by
+    /// for the leader lease. Once this replica leads, it starts regardless; the caller
+    /// then shuts it down.
+    pub async fn start_unless_stopped(
+        kube_config: kube::Config,
+        options: ManagerOptions,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<Self>> {
         anyhow::ensure!(
             options.plugins_dir.is_dir(),
             "the plugins directory {} does not exist",
@@ -78,10 +91,21 @@ impl Manager {
             metrics.clone(),
         ));
         let servers = CancellationToken::new();
+        let leadership = match options.leader_election {
+            Some(election) => Some(Leadership::campaign(
+                runtime.client().clone(),
+                election,
+                metrics.leader.clone(),
+            )?),
+            None => {
+                metrics.leader.set(1);
+                None
+            }
+        };
         // Not ready until every plugin of the directory has been tried and every watch
         // they opened has synced; ready while standing by for the lease.
         let loaded = Arc::new(AtomicBool::new(false));
-        let standing_by = Arc::new(AtomicBool::new(options.leader_election.is_some()));
+        let role = leadership.as_ref().map(Leadership::role_watch);
         let mut server_tasks = Vec::new();
         if let Some(addr) = options.metrics_addr {
             let listener = server::bind(addr)
@@ -102,9 +126,9 @@ impl Manager {
             let stop = servers.clone().cancelled_owned();
             let runtime = runtime.clone();
             let loaded = loaded.clone();
-            let standing_by = standing_by.clone();
             let ready = move || {
-                standing_by.load(Ordering::Acquire)
+                role.as_ref()
+                    .is_some_and(|role| *role.borrow() == Role::Standby)
                     || (loaded.load(Ordering::Acquire) && runtime.ready())
             };
             server_tasks.push(tokio::spawn(async move {
@@ -113,23 +137,18 @@ impl Manager {
                 }
             }));
         }
-        let leadership = match options.leader_election {
-            Some(election) => {
-                let leadership = Leadership::campaign(
-                    runtime.client().clone(),
-                    election,
-                    metrics.leader.clone(),
-                )
-                .await?;
-                leadership.acquired().await?;
-                standing_by.store(false, Ordering::Release);
-                Some(leadership)
+        if let Some(leadership) = &leadership {
+            tokio::select! {
+                acquired = leadership.acquired() => acquired?,
+                () = stop.cancelled() => {
+                    servers.cancel();
+                    for task in server_tasks {
+                        let _ = task.await;
+                    }
+                    return Ok(None);
+                }
             }
-            None => {
-                metrics.leader.set(1);
-                None
-            }
-        };
+        }
         plugins.load_all().await.with_context(|| {
             format!(
                 "reading the plugins directory {}",
@@ -143,7 +162,7 @@ impl Manager {
                     .context("watching the plugins directory")?,
             );
         }
-        Ok(Self {
+        Ok(Some(Self {
             sandbox,
             runtime,
             plugins,
@@ -151,7 +170,7 @@ impl Manager {
             leadership,
             servers,
             server_tasks,
-        })
+        }))
     }
 
     /// The sandbox.

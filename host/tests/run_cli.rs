@@ -1,5 +1,6 @@
 //! `kubewasm run` as an operator runs it: serves metrics and probes, becomes ready,
-//! and exits 0 on SIGTERM after a graceful shutdown.
+//! and exits 0 on SIGTERM after a graceful shutdown; with `--leader-elect`, two
+//! replicas of which one runs plugins at a time.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -55,6 +56,98 @@ fn copy_mirror_plugin(dir: &Path) {
     }
 }
 
+/// A `kubewasm run` child and the ports it serves on.
+struct Host {
+    child: KillOnDrop,
+    metrics_port: u16,
+    probe_port: u16,
+}
+
+impl Host {
+    fn spawn(plugins: &Path, kubeconfig: &Path, extra: &[&str]) -> Self {
+        let (metrics_port, probe_port) = (free_port(), free_port());
+        let child = Command::new(KUBEWASM)
+            .arg("run")
+            .arg("--plugins")
+            .arg(plugins)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--probe-addr", &format!("127.0.0.1:{probe_port}")])
+            .arg("--compile-cache")
+            .arg(plugins.join("cache"))
+            .args(extra)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self {
+            child: KillOnDrop(child),
+            metrics_port,
+            probe_port,
+        }
+    }
+
+    /// Polls until `check` holds, failing if the host exits first or after 60 s.
+    fn wait_until(&mut self, what: &str, mut check: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !check(self) {
+            assert!(
+                self.child.0.try_wait().unwrap().is_none(),
+                "kubewasm run exited before {what}"
+            );
+            assert!(Instant::now() < deadline, "not {what} within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        self.wait_until("ready", |host| {
+            get(host.probe_port, "/readyz").is_some_and(|(status, body)| {
+                status == 200 && {
+                    assert_eq!(body, "ok");
+                    true
+                }
+            })
+        });
+    }
+
+    /// The metrics text, once the server answers.
+    fn try_metrics(&self) -> Option<String> {
+        get(self.metrics_port, "/metrics")
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, metrics)| metrics)
+    }
+
+    fn metrics(&self) -> String {
+        self.try_metrics().expect("metrics are served")
+    }
+
+    /// Whether the metrics hold the sample line `sample` (`name{labels} value`).
+    fn has_sample(metrics: &str, sample: &str) -> bool {
+        metrics.lines().any(|line| line == sample)
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.0.id() as libc::pid_t, signal) };
+    }
+
+    /// Waits (at most 60 s) for the host to exit.
+    fn exit_status(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubewasm run did not exit within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
 fn run_serves_metrics_and_probes_and_exits_cleanly_on_sigterm() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -65,42 +158,18 @@ fn run_serves_metrics_and_probes_and_exits_cleanly_on_sigterm() {
     let plugins = tempfile::tempdir().unwrap();
     copy_mirror_plugin(plugins.path());
 
-    let (metrics_port, probe_port) = (free_port(), free_port());
-    let host = Command::new(KUBEWASM)
-        .arg("run")
-        .arg("--plugins")
-        .arg(plugins.path())
-        .arg("--kubeconfig")
-        .arg(control_plane.kubeconfig())
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--probe-addr", &format!("127.0.0.1:{probe_port}")])
-        .arg("--compile-cache")
-        .arg(plugins.path().join("cache"))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut host = KillOnDrop(host);
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((200, body)) = get(probe_port, "/readyz") {
-            assert_eq!(body, "ok");
-            break;
-        }
-        assert!(
-            host.0.try_wait().unwrap().is_none(),
-            "kubewasm run exited early"
-        );
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut host = Host::spawn(plugins.path(), control_plane.kubeconfig(), &[]);
+    host.wait_ready();
     assert_eq!(
-        get(probe_port, "/healthz").map(|(status, _)| status),
+        get(host.probe_port, "/healthz").map(|(status, _)| status),
         Some(200)
     );
-    let (status, metrics) = get(metrics_port, "/metrics").expect("metrics are served");
-    assert_eq!(status, 200);
-    assert!(metrics.contains("kubewasm_watches 1"), "{metrics}");
+    let metrics = host.metrics();
+    assert!(
+        Host::has_sample(&metrics, "kubewasm_watches 1"),
+        "{metrics}"
+    );
+    assert!(Host::has_sample(&metrics, "kubewasm_leader 1"), "{metrics}");
     assert!(
         metrics.contains(
             "controller_runtime_max_concurrent_reconciles{controller=\"configmap-mirror\"} 4"
@@ -108,19 +177,92 @@ fn run_serves_metrics_and_probes_and_exits_cleanly_on_sigterm() {
         "{metrics}"
     );
 
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(host.0.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = host.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kubewasm run did not stop within 60 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    host.signal(libc::SIGTERM);
+    let status = host.exit_status();
     assert!(status.success(), "kubewasm run exited with {status}");
+    control_plane.stop();
+}
+
+#[test]
+fn two_replicas_elect_one_leader_and_a_deposed_leader_exits_1() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let control_plane = runtime
+        .block_on(ControlPlane::start(cluster_dir.path()))
+        .expect("a control plane (run scripts/assets.sh)");
+    let plugins = tempfile::tempdir().unwrap();
+    copy_mirror_plugin(plugins.path());
+    let electing = |identity: &'static str| {
+        Host::spawn(
+            plugins.path(),
+            control_plane.kubeconfig(),
+            &[
+                "--leader-elect",
+                "--leader-elect-namespace",
+                "default",
+                "--leader-elect-identity",
+                identity,
+                "--leader-elect-lease-seconds",
+                "3",
+                "--leader-elect-renew-seconds",
+                "2",
+            ],
+        )
+    };
+
+    let mut first = electing("first");
+    first.wait_until("leading", |host| {
+        host.try_metrics()
+            .is_some_and(|metrics| Host::has_sample(&metrics, "kubewasm_leader 1"))
+    });
+    first.wait_ready();
+    // The standby is ready too (so that rolling updates proceed) but runs no plugin.
+    let mut second = electing("second");
+    second.wait_ready();
+    let standby = second.metrics();
+    assert!(Host::has_sample(&standby, "kubewasm_leader 0"), "{standby}");
+    assert!(
+        Host::has_sample(&standby, "kubewasm_plugins 0"),
+        "{standby}"
+    );
+
+    // A graceful stop hands the lease over.
+    first.signal(libc::SIGTERM);
+    let status = first.exit_status();
+    assert!(status.success(), "the first replica exited with {status}");
+    second.wait_until("leading after the first stopped", |host| {
+        let metrics = host.metrics();
+        Host::has_sample(&metrics, "kubewasm_leader 1")
+            && Host::has_sample(&metrics, "kubewasm_plugins 1")
+    });
+
+    // Deposed (the lease now someone else's), the leader stops and exits 1.
+    let client = runtime
+        .block_on(async {
+            let kubeconfig = kube::config::Kubeconfig::read_from(control_plane.kubeconfig())?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+            anyhow::Ok(kube::Client::try_from(config)?)
+        })
+        .unwrap();
+    let taken = serde_json::json!({
+        "spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 600}
+    });
+    runtime
+        .block_on(kube::Api::<Lease>::namespaced(client, "default").patch(
+            "kubewasm",
+            &PatchParams::default(),
+            &Patch::Merge(&taken),
+        ))
+        .unwrap();
+    let status = second.exit_status();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the deposed leader exited with {status}"
+    );
     control_plane.stop();
 }

@@ -12,6 +12,7 @@ use kubewasm::ops::leader::LeaderElectionOptions;
 use kubewasm::plugins::ReloadOptions;
 use kubewasm::runtime::RuntimeOptions;
 use kubewasm::sandbox::SandboxConfig;
+use tokio_util::sync::CancellationToken;
 
 /// Where the host connects and what it serves.
 #[derive(Debug, Args)]
@@ -156,17 +157,23 @@ pub async fn run(args: RunArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
     let config = kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     tracing::info!(server = %config.cluster_url, plugins = %args.plugins.display(), "starting");
     let options = args.manager_options(sandbox, &config.default_namespace);
-    let manager = tokio::select! {
-        manager = Manager::start(config, options) => manager?,
-        () = super::super::shutdown_signal() => {
-            tracing::info!("stopped while standing by for the leader lease");
-            return Ok(());
+    // One token for the whole run, so that a signal during start-up is not missed.
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            super::super::shutdown_signal().await;
+            stop.cancel();
         }
+    });
+    let Some(manager) = Manager::start_unless_stopped(config, options, &stop).await? else {
+        tracing::info!("stopped while standing by for the leader lease");
+        return Ok(());
     };
     let running = manager.runtime().plugin_names().await;
     tracing::info!(plugins = ?running, "host running; stop with Ctrl-C");
     let lost = tokio::select! {
-        () = super::super::shutdown_signal() => false,
+        () = stop.cancelled() => false,
         () = manager.leadership_lost() => true,
     };
     tracing::info!("shutting down: no new reconciles, waiting for running ones");

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -90,17 +90,6 @@ pub enum LeaderError {
         /// Renewal period.
         renew_seconds: u64,
     },
-    /// The Lease could not be read or created.
-    #[error("lease {namespace}/{name}: {source}")]
-    Lease {
-        /// Its namespace.
-        namespace: String,
-        /// Its name.
-        name: String,
-        /// What failed.
-        #[source]
-        source: LeaseManagerError,
-    },
     /// The campaign stopped (the host is shutting down) before the lease was won.
     #[error("leader election stopped before the lease was acquired")]
     Stopped,
@@ -133,27 +122,15 @@ impl Drop for Leadership {
 }
 
 impl Leadership {
-    /// Creates the Lease if it does not exist and starts campaigning for it; `leader`
-    /// reads 1 while this replica holds it.
-    pub async fn campaign(
+    /// Starts campaigning for the lease (creating the Lease when it does not exist);
+    /// `leader` reads 1 while this replica holds it. API errors, an unreachable API
+    /// server among them, are logged and retried.
+    pub fn campaign(
         client: kube::Client,
         options: LeaderElectionOptions,
         leader: Gauge,
     ) -> Result<Self, LeaderError> {
         options.validate()?;
-        let lease = LeaseManagerBuilder::new(client, &options.lease_name)
-            .with_namespace(&options.namespace)
-            .with_identity(&options.identity)
-            .with_field_manager(format!("kubewasm-{}", options.identity))
-            .with_duration(options.lease_seconds)
-            .with_grace(options.lease_seconds - options.renew_seconds)
-            .build()
-            .await
-            .map_err(|source| LeaderError::Lease {
-                namespace: options.namespace.clone(),
-                name: options.lease_name.clone(),
-                source,
-            })?;
         tracing::info!(
             lease = %format!("{}/{}", options.namespace, options.lease_name),
             identity = %options.identity,
@@ -161,19 +138,19 @@ impl Leadership {
         );
         let (role_tx, role) = watch::channel(Role::Standby);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            lease,
-            role_tx,
-            stop.clone(),
-            options.retry_period,
-            leader,
-        ));
+        let identity = options.identity.clone();
+        let task = tokio::spawn(run(client, options, role_tx, stop.clone(), leader));
         Ok(Self {
-            identity: options.identity,
+            identity,
             role,
             stop,
             task: Some(task),
         })
+    }
+
+    /// Where this replica stands, as it changes.
+    pub fn role_watch(&self) -> watch::Receiver<Role> {
+        self.role.clone()
     }
 
     /// This replica's identity in the Lease.
@@ -203,8 +180,8 @@ impl Leadership {
         let _ = role.wait_for(|role| *role == Role::Lost).await;
     }
 
-    /// Stops campaigning and gives the lease up if this replica holds it, so that a
-    /// standby replica takes over at once instead of when the lease would run out.
+    /// Stops campaigning and gives the lease up if this replica holds it, so that no
+    /// standby has to wait for it to expire.
     pub async fn release(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take()
@@ -216,13 +193,51 @@ impl Leadership {
     }
 }
 
+/// Builds the lease manager, retrying API errors until it succeeds or `stop`.
+async fn lease_manager(
+    client: kube::Client,
+    options: &LeaderElectionOptions,
+    stop: &CancellationToken,
+) -> Option<LeaseManager> {
+    loop {
+        let built = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+            .with_namespace(&options.namespace)
+            .with_identity(&options.identity)
+            .with_field_manager(format!("kubewasm-{}", options.identity))
+            .with_duration(options.lease_seconds)
+            .with_grace(options.lease_seconds - options.renew_seconds)
+            .build();
+        let err = tokio::select! {
+            () = stop.cancelled() => return None,
+            built = built => match built {
+                Ok(lease) => return Some(lease),
+                Err(err) => err,
+            },
+        };
+        tracing::warn!(
+            "reading or creating the leader lease {}/{}: {err}; retrying in {:?}",
+            options.namespace,
+            options.lease_name,
+            options.retry_period
+        );
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(options.retry_period) => {}
+        }
+    }
+}
+
 async fn run(
-    lease: LeaseManager,
+    client: kube::Client,
+    options: LeaderElectionOptions,
     role: watch::Sender<Role>,
     stop: CancellationToken,
-    retry_period: Duration,
     leader: Gauge,
 ) {
+    let Some(lease) = lease_manager(client, &options, &stop).await else {
+        return;
+    };
+    let retry_period = options.retry_period;
     loop {
         let leading = *role.borrow() == Role::Leading;
         let changed = tokio::select! {
@@ -232,8 +247,8 @@ async fn run(
         match changed {
             Ok(true) => {
                 tracing::info!("acquired the leader lease: running plugins");
-                leader.set(1);
                 role.send_replace(Role::Leading);
+                leader.set(1);
             }
             Ok(false) if leading => {
                 tracing::error!("the leader lease is held by another replica now");
@@ -273,8 +288,8 @@ async fn run(
 }
 
 fn step_down(role: &watch::Sender<Role>, leader: &Gauge) {
-    leader.set(0);
     role.send_replace(Role::Lost);
+    leader.set(0);
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "kubewasm_leader",
-            "1 while this replica runs plugins: it holds the leader lease, or leader election is off",
+            "Whether this replica runs plugins (1): it holds the leader lease, or leader election is off",
             leader.clone(),
         );
         let reloads = Family::default();
