@@ -82,6 +82,7 @@ impl Manager {
         );
         let metrics = Arc::new(Metrics::new());
         let sandbox = Sandbox::new(options.sandbox.clone())?;
+        let lease_config = kube_config.clone();
         let runtime = Runtime::new(kube_config, options.runtime.clone(), metrics.clone())
             .context("connecting to the API server")?;
         let plugins = Arc::new(PluginDir::new(
@@ -93,7 +94,7 @@ impl Manager {
         let servers = CancellationToken::new();
         let leadership = match options.leader_election {
             Some(election) => Some(Leadership::campaign(
-                runtime.client().clone(),
+                lease_config,
                 election,
                 metrics.leader.clone(),
             )?),

@@ -1,6 +1,7 @@
 //! Leader election between two hosts on one plugins directory, on a real API server:
 //! only the holder of the Lease reconciles, a standby takes over when the leader stops,
-//! and a leader that loses its lease to another stops.
+//! a leader that loses its lease to another stops, and a campaign outlasts an API
+//! server it cannot reach.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,11 +13,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kubewasm::manager::{Manager, ManagerOptions};
-use kubewasm::ops::leader::LeaderElectionOptions;
+use kubewasm::ops::leader::{LeaderElectionOptions, Leadership, Role};
 use kubewasm::runtime::RuntimeOptions;
 use kubewasm_tests::host::{PluginFiles, metric_value, write_plugin};
 use kubewasm_tests::plugins::{example_bytes, example_grant};
-use kubewasm_tests::{admin_client, admin_config, sandbox_config, test_namespace, wait};
+use kubewasm_tests::{admin_client, admin_config, logs, sandbox_config, test_namespace, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
 const LEASE: &str = "kubewasm";
@@ -165,5 +166,29 @@ async fn a_leader_that_loses_its_lease_to_another_stands_down() -> anyhow::Resul
         Some("intruder"),
         "stepping down released a lease held by another"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_retried_while_standing_by() -> anyhow::Result<()> {
+    kubewasm_tests::init_tracing();
+    // Nothing listens on the port the config names.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut config = admin_config().await?;
+    config.cluster_url = format!("https://127.0.0.1:{port}").parse()?;
+    let mut election = LeaderElectionOptions::new("default");
+    election.lease_name = "unreachable".into();
+    election.retry_period = Duration::from_millis(100);
+    let metrics = kubewasm::ops::metrics::Metrics::new();
+    let leadership = Leadership::campaign(config, election, metrics.leader.clone())?;
+    wait::until("the campaign to retry", WAIT, || async {
+        let retries = logs::matching(&["reading or creating the leader lease default/unreachable"]);
+        Ok((retries.len() >= 2).then_some(()))
+    })
+    .await?;
+    assert_eq!(leadership.role(), Role::Standby);
+    assert_eq!(metrics.leader.get(), 0);
     Ok(())
 }

@@ -90,6 +90,9 @@ pub enum LeaderError {
         /// Renewal period.
         renew_seconds: u64,
     },
+    /// No client could be built for the lease.
+    #[error("a client for the leader lease: {0}")]
+    Client(#[source] kube::Error),
     /// The campaign stopped (the host is shutting down) before the lease was won.
     #[error("leader election stopped before the lease was acquired")]
     Stopped,
@@ -122,15 +125,26 @@ impl Drop for Leadership {
 }
 
 impl Leadership {
-    /// Starts campaigning for the lease (creating the Lease when it does not exist);
-    /// `leader` reads 1 while this replica holds it. API errors, an unreachable API
-    /// server among them, are logged and retried.
+    /// Starts campaigning for the lease (creating the Lease when it does not exist)
+    /// as the client `config` describes; `leader` reads 1 while this replica holds it.
+    /// API errors, an unreachable API server among them, are logged and retried.
     pub fn campaign(
-        client: kube::Client,
+        mut config: kube::Config,
         options: LeaderElectionOptions,
         leader: Gauge,
     ) -> Result<Self, LeaderError> {
         options.validate()?;
+        // A renewal that hangs must fail before the lease runs out, for the leader to
+        // step down before a standby may take over.
+        let margin = Some(Duration::from_secs(
+            options.lease_seconds - options.renew_seconds,
+        ));
+        (
+            config.connect_timeout,
+            config.read_timeout,
+            config.write_timeout,
+        ) = (margin, margin, margin);
+        let client = kube::Client::try_from(config).map_err(LeaderError::Client)?;
         tracing::info!(
             lease = %format!("{}/{}", options.namespace, options.lease_name),
             identity = %options.identity,
