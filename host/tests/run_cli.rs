@@ -148,15 +148,40 @@ impl Host {
     }
 }
 
+/// A control plane of its own and a plugins directory holding the mirror plugin.
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    _cluster_dir: tempfile::TempDir,
+    control_plane: ControlPlane,
+    plugins: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let cluster_dir = tempfile::tempdir().unwrap();
+        let control_plane = runtime
+            .block_on(ControlPlane::start(cluster_dir.path()))
+            .expect("a control plane (run scripts/assets.sh)");
+        let plugins = tempfile::tempdir().unwrap();
+        copy_mirror_plugin(plugins.path());
+        Self {
+            runtime,
+            _cluster_dir: cluster_dir,
+            control_plane,
+            plugins,
+        }
+    }
+}
+
 #[test]
 fn run_serves_metrics_and_probes_and_exits_cleanly_on_sigterm() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let cluster_dir = tempfile::tempdir().unwrap();
-    let control_plane = runtime
-        .block_on(ControlPlane::start(cluster_dir.path()))
-        .expect("a control plane (run scripts/assets.sh)");
-    let plugins = tempfile::tempdir().unwrap();
-    copy_mirror_plugin(plugins.path());
+    let Setup {
+        runtime: _runtime,
+        _cluster_dir,
+        control_plane,
+        plugins,
+    } = Setup::new();
 
     let mut host = Host::spawn(plugins.path(), control_plane.kubeconfig(), &[]);
     host.wait_ready();
@@ -188,13 +213,12 @@ fn two_replicas_elect_one_leader_and_a_deposed_leader_exits_1() {
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::{Patch, PatchParams};
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let cluster_dir = tempfile::tempdir().unwrap();
-    let control_plane = runtime
-        .block_on(ControlPlane::start(cluster_dir.path()))
-        .expect("a control plane (run scripts/assets.sh)");
-    let plugins = tempfile::tempdir().unwrap();
-    copy_mirror_plugin(plugins.path());
+    let Setup {
+        runtime,
+        _cluster_dir,
+        control_plane,
+        plugins,
+    } = Setup::new();
     let electing = |identity: &'static str| {
         Host::spawn(
             plugins.path(),
