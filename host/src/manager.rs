@@ -142,10 +142,7 @@ impl Manager {
             tokio::select! {
                 acquired = leadership.acquired() => acquired?,
                 () = stop.cancelled() => {
-                    servers.cancel();
-                    for task in server_tasks {
-                        let _ = task.await;
-                    }
+                    stop_servers(&servers, server_tasks).await;
                     return Ok(None);
                 }
             }
@@ -216,9 +213,15 @@ impl Manager {
         if let Some(leadership) = self.leadership {
             leadership.release().await;
         }
-        self.servers.cancel();
-        for task in self.server_tasks {
-            let _ = task.await;
-        }
+        stop_servers(&self.servers, self.server_tasks).await;
+    }
+}
+
+/// Stops the metrics and probe servers and the plugins directory watch, and waits for
+/// them to end.
+async fn stop_servers(servers: &CancellationToken, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    servers.cancel();
+    for task in tasks {
+        let _ = task.await;
     }
 }
