@@ -55,7 +55,9 @@ pub struct Description {
 pub enum Action {
     /// Reconcile again after this long.
     RequeueAfter(Duration),
-    /// Reconcile again only when the object changes.
+    /// Reconcile again only when the object changes in a way that wakes the plugin (its
+    /// content, labels, annotations, owner references, deletion or the plugin's own
+    /// finalizer; not a new resourceVersion alone).
     AwaitChange,
     /// The host's default: again after a random 40-60 minutes.
     Default,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kubewasm::grant::Grant;
 use kubewasm::ops::metrics::Metrics;
 use kubewasm::reconciler::{
@@ -271,6 +271,8 @@ async fn a_plugin_with_a_selector_shares_the_watch_of_every_object_in_its_scope(
 #[derive(Default)]
 struct Recorder {
     reconciles: AtomicUsize,
+    /// The names of the objects reconciled, in order.
+    names: std::sync::Mutex<Vec<String>>,
     charges: AtomicUsize,
     charged_nanos: AtomicU64,
     threads: std::sync::Mutex<Vec<Option<String>>>,
@@ -291,6 +293,15 @@ impl Recorder {
                 .build()?,
         );
         Ok(recorder)
+    }
+
+    fn reconciles_of(&self, name: &str) -> usize {
+        self.names
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| *n == name)
+            .count()
     }
 
     fn threads(&self) -> Vec<Option<String>> {
@@ -348,9 +359,12 @@ impl Reconciler for Recorder {
 
     async fn apply(
         &self,
-        _: &str,
+        object: &str,
         _: Arc<dyn HostCalls>,
     ) -> Result<ReconcileAction, ReconcileError> {
+        let object: serde_json::Value = serde_json::from_str(object).expect("an object");
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        self.names.lock().unwrap().push(name.to_string());
         let thread = std::thread::current().name().map(str::to_string);
         self.threads.lock().unwrap().push(thread);
         self.reconciles.fetch_add(1, Ordering::SeqCst);
@@ -406,5 +420,73 @@ async fn the_host_time_of_every_reconcile_is_charged_to_its_plugin() -> anyhow::
         charged > Duration::ZERO && charged < Duration::from_secs(1),
         "{charged:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_is_woken_by_what_it_can_act_on_not_by_others_bookkeeping() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "wakes").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let runtime = Runtime::new(
+        kubewasm_tests::admin_config().await?,
+        RuntimeOptions::default(),
+        Arc::new(Metrics::new()),
+    )?;
+    let recorder = Arc::new(Recorder::default());
+    let grant = Grant::parse(&config_map_grant(&namespace), "test")?;
+    runtime
+        .start_plugin("wakes", recorder.clone(), grant)
+        .await?;
+    api.create(&PostParams::default(), &config_map("watched", &[]))
+        .await?;
+    let reconciled = |times: usize| {
+        let recorder = recorder.clone();
+        async move {
+            wait::until(&format!("watched reconciled {times} times"), WAIT, || {
+                let done = recorder.reconciles_of("watched") == times;
+                async move { Ok(done.then_some(())) }
+            })
+            .await
+        }
+    };
+    reconciled(1).await?;
+
+    // The watch delivers changes in order: once a marker object created after a change
+    // has been reconciled, the change has been through the plugin's controller.
+    let mut markers = 0;
+    let mut change_then_mark = async |patch: serde_json::Value| -> anyhow::Result<usize> {
+        api.patch("watched", &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        markers += 1;
+        let marker = format!("marker-{markers}");
+        api.create(&PostParams::default(), &config_map(&marker, &[]))
+            .await?;
+        wait::until(&format!("{marker} reconciled"), WAIT, || {
+            let done = recorder.reconciles_of(&marker) == 1;
+            async move { Ok(done.then_some(())) }
+        })
+        .await?;
+        Ok(recorder.reconciles_of("watched"))
+    };
+    let others_finalizer = serde_json::json!({"metadata": {"finalizers": ["example.com/other"]}});
+    assert_eq!(
+        change_then_mark(others_finalizer).await?,
+        1,
+        "woken by another's finalizer"
+    );
+    let removed = serde_json::json!({"metadata": {"finalizers": null}});
+    assert_eq!(
+        change_then_mark(removed).await?,
+        1,
+        "woken by another's finalizer going"
+    );
+    let labelled = serde_json::json!({"metadata": {"labels": {"tier": "web"}}});
+    change_then_mark(labelled).await?;
+    reconciled(2).await?;
+    let edited = serde_json::json!({"data": {"key": "value"}});
+    change_then_mark(edited).await?;
+    reconciled(3).await?;
+    runtime.stop_plugin("wakes").await?;
     Ok(())
 }

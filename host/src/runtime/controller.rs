@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff;
 use super::host_calls::KubeHostCalls;
 use super::plugin::{PluginShared, PluginVersion};
+use super::wakes::wakes;
 use super::watches::{SharedWatch, matches};
 use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
 use crate::reconciler::{Action, ReconcileError};
@@ -87,14 +88,21 @@ impl ScopeController {
         // kube-runtime's own cap keeps queued objects in its scheduler; the plugin's
         // slots then cap its reconciles across all its scopes.
         let concurrency = plugin.version.load().grant.limits.concurrency;
-        let controller = Controller::for_shared_stream_with(
-            watch.subscribe(filter.clone()),
-            watch.store().clone(),
-            resource,
-        )
-        .with_config(controller::Config::default().concurrency(concurrency))
-        .reconcile_all_on(UnboundedReceiverStream::new(requeue_rx))
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        let own_plugin = plugin.clone();
+        let changes = wakes(watch.subscribe(filter.clone()), move || {
+            own_plugin
+                .version
+                .load()
+                .reconciler
+                .description()
+                .finalizer
+                .clone()
+        });
+        let controller =
+            Controller::for_shared_stream_with(changes, watch.store().clone(), resource)
+                .with_config(controller::Config::default().concurrency(concurrency))
+                .reconcile_all_on(UnboundedReceiverStream::new(requeue_rx))
+                .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let scope = watch.key().to_string();
         let name = plugin.name.clone();
         let context = Arc::new(ScopeContext {

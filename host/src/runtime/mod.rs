@@ -11,6 +11,7 @@ pub mod events;
 mod host_calls;
 mod kinds;
 mod plugin;
+mod wakes;
 mod watches;
 
 use std::collections::HashMap;
