@@ -136,7 +136,8 @@ pub fn init_tracing() {
             logs::CaptureLayer.with_filter(
                 tracing_subscriber::filter::Targets::new()
                     .with_default(tracing::Level::WARN)
-                    .with_target("kubewasm::sandbox", tracing::Level::DEBUG),
+                    .with_target("kubewasm::sandbox", tracing::Level::DEBUG)
+                    .with_target("kubewasm::ops::leader", tracing::Level::INFO),
             ),
         )
         .try_init();

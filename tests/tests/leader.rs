@@ -42,10 +42,20 @@ fn mirror_dir(namespace: &str) -> anyhow::Result<tempfile::TempDir> {
 /// Starts a host on `dir` that campaigns as `identity` for the Lease in `namespace`,
 /// with a short lease so that takeovers come quickly. Resolves once it leads.
 async fn electing_host(dir: &Path, namespace: &str, identity: &str) -> anyhow::Result<Manager> {
+    electing_host_with_lease(dir, namespace, identity, 3).await
+}
+
+/// [`electing_host`] with a lease of `lease_seconds`, renewed two thirds into it.
+async fn electing_host_with_lease(
+    dir: &Path,
+    namespace: &str,
+    identity: &str,
+    lease_seconds: u64,
+) -> anyhow::Result<Manager> {
     let mut election = LeaderElectionOptions::new(namespace);
     election.identity = identity.to_string();
-    election.lease_seconds = 3;
-    election.renew_seconds = 2;
+    election.lease_seconds = lease_seconds;
+    election.renew_seconds = lease_seconds * 2 / 3;
     election.retry_period = Duration::from_millis(200);
     let options = ManagerOptions {
         plugins_dir: dir.to_path_buf(),
@@ -134,6 +144,40 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops
         None,
         "the lease was not released"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_a_released_lease_before_its_term_ends() -> anyhow::Result<()> {
+    kubewasm_tests::init_tracing();
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "leader-released").await?;
+    let dir = mirror_dir(&namespace)?;
+    // A term far longer than the test may wait: only a takeover on release passes.
+    const LONG_LEASE: u64 = 600;
+    let first = electing_host_with_lease(dir.path(), &namespace, "first", LONG_LEASE).await?;
+    let standby = {
+        let (dir, namespace) = (dir.path().to_path_buf(), namespace.clone());
+        tokio::spawn(async move {
+            electing_host_with_lease(&dir, &namespace, "second", LONG_LEASE).await
+        })
+    };
+    let lease = format!("{namespace}/{LEASE}");
+    wait::until("the standby to see the leader", WAIT, || async {
+        let seen = logs::matching(&["standing by while another", &lease, "holder=first"]);
+        Ok((!seen.is_empty()).then_some(()))
+    })
+    .await?;
+
+    first.shutdown().await;
+    let second = tokio::time::timeout(WAIT, standby)
+        .await
+        .map_err(|_| anyhow::anyhow!("the standby waited for the released term to end"))???;
+    assert_eq!(
+        holder(&client, &namespace).await?.as_deref(),
+        Some("second")
+    );
+    second.shutdown().await;
     Ok(())
 }
 

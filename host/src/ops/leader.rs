@@ -2,12 +2,19 @@
 //! coordination.k8s.io Lease runs plugins; the others stand by and take over once the
 //! lease is released or expires. The lease itself is kube-lease-manager's.
 //!
+//! kube-lease-manager has a standby sleep until the term it last saw runs out, so a
+//! leader that gives its lease up on a graceful stop would leave it unheld for up to a
+//! lease duration. A standby therefore also reads the Lease every retry period, as
+//! client-go's standbys do, and campaigns at once when the holder it saw has let go.
+//!
 //! A leader that cannot renew its lease, or finds it held by another, has lost it for
 //! good: [`Leadership::lost`] resolves and the host stops reconciling, as
 //! controller-runtime's managers do, rather than risk two replicas writing at once.
 
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
@@ -31,7 +38,8 @@ pub struct LeaderElectionOptions {
     /// Seconds after a renewal at which the leader renews again; less than
     /// `lease_seconds`, the difference being the leader's margin for a slow API server.
     pub renew_seconds: u64,
-    /// Wait before a standby replica tries again after an API error.
+    /// How often a standby replica reads the Lease to see whether it was released, and
+    /// waits before trying again after an API error.
     pub retry_period: Duration,
 }
 
@@ -248,15 +256,26 @@ async fn run(
     stop: CancellationToken,
     leader: Gauge,
 ) {
-    let Some(lease) = lease_manager(client, &options, &stop).await else {
+    let Some(mut lease) = lease_manager(client.clone(), &options, &stop).await else {
         return;
     };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &options.namespace);
     let retry_period = options.retry_period;
     loop {
         let leading = *role.borrow() == Role::Leading;
         let changed = tokio::select! {
             () = stop.cancelled() => break,
             changed = lease.changed() => changed,
+            () = given_up(&leases, &options), if !leading => {
+                tracing::info!("the leader lease was released: campaigning for it now");
+                // A new manager reads the Lease afresh, where the old one would sleep
+                // until the released term ran out.
+                match lease_manager(client.clone(), &options, &stop).await {
+                    Some(fresh) => lease = fresh,
+                    None => break,
+                }
+                continue;
+            }
         };
         match changed {
             Ok(true) => {
@@ -297,6 +316,40 @@ async fn run(
             Err(err) => tracing::warn!(
                 "releasing the leader lease: {err}; the next leader waits for it to expire"
             ),
+        }
+    }
+}
+
+/// Reads the Lease every retry period and resolves once a holder other than this
+/// replica, seen holding it, has given it up.
+async fn given_up(leases: &Api<Lease>, options: &LeaderElectionOptions) {
+    let mut held_by: Option<String> = None;
+    loop {
+        tokio::time::sleep(options.retry_period).await;
+        let holder = match leases.get_opt(&options.lease_name).await {
+            Ok(lease) => lease
+                .and_then(|lease| lease.spec)
+                .and_then(|spec| spec.holder_identity)
+                .filter(|holder| !holder.is_empty()),
+            Err(err) => {
+                tracing::debug!("reading the leader lease while standing by: {err}");
+                continue;
+            }
+        };
+        match holder {
+            Some(holder) if holder != options.identity => {
+                if held_by.as_ref() != Some(&holder) {
+                    tracing::info!(
+                        lease = %format!("{}/{}", options.namespace, options.lease_name),
+                        %holder,
+                        "standing by while another replica holds the leader lease"
+                    );
+                }
+                held_by = Some(holder);
+            }
+            Some(_) => held_by = None,
+            None if held_by.is_some() => return,
+            None => {}
         }
     }
 }
