@@ -490,3 +490,35 @@ async fn a_plugin_is_woken_by_what_it_can_act_on_not_by_others_bookkeeping() -> 
     runtime.stop_plugin("wakes").await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_plugin_whose_watch_cannot_list_stops_at_once() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "cannot-list").await?;
+    let mut config = kubewasm_tests::admin_config().await?;
+    // An identity the API server lets discover kinds but not list them: the plugin's
+    // watch fails and retries, and never syncs.
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:nobody"));
+    let options = RuntimeOptions {
+        shutdown_grace: Duration::from_secs(3600),
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::new(config, options, Arc::new(Metrics::new()))?;
+    let recorder = Arc::new(Recorder::default());
+    for name in ["cannot-list", "cannot-list-either"] {
+        let grant = Grant::parse(&config_map_grant(&namespace), "test")?;
+        runtime.start_plugin(name, recorder.clone(), grant).await?;
+    }
+    Api::<ConfigMap>::namespaced(client, &namespace)
+        .create(&PostParams::default(), &config_map("present", &[]))
+        .await?;
+    // Stopping one plugin, then the runtime with the other.
+    tokio::time::timeout(WAIT, runtime.stop_plugin("cannot-list"))
+        .await
+        .map_err(|_| anyhow::anyhow!("stopping waited for a watch that cannot sync"))??;
+    tokio::time::timeout(WAIT, runtime.shutdown())
+        .await
+        .map_err(|_| anyhow::anyhow!("shutting down waited for a watch that cannot sync"))?;
+    assert_eq!(recorder.reconciles.load(Ordering::SeqCst), 0);
+    Ok(())
+}

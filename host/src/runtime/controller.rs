@@ -151,6 +151,13 @@ impl ScopeController {
     /// Stops taking new work and waits for running reconciles to finish.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        if !self.watch.is_synced() {
+            // kube-runtime holds a controller's reconciles until its store is ready, and
+            // a graceful shutdown waits out that hold: over a watch that cannot list
+            // (an unreachable API server, a kind the host may not list) it would wait
+            // for ever. No reconcile can have started, so there is nothing to wait for.
+            self.task.abort();
+        }
         if let Err(err) = self.task.await
             && err.is_panic()
         {
