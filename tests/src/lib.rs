@@ -23,6 +23,7 @@ pub mod logs;
 pub mod mirror_round;
 pub mod native_mirror;
 pub mod plugins;
+pub mod proxy;
 pub mod wait;
 
 /// Sandbox settings for tests: the default engine, with compiled components cached in

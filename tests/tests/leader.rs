@@ -1,7 +1,7 @@
 //! Leader election between two hosts on one plugins directory, on a real API server:
-//! only the holder of the Lease reconciles, a standby takes over when the leader stops,
-//! a leader that loses its lease to another stops, and a campaign outlasts an API
-//! server it cannot reach.
+//! only the holder of the Lease reconciles, a standby takes over when the leader stops
+//! (at once when it releases the Lease), a leader that loses its lease to another or
+//! cannot renew it stops, and a campaign outlasts an API server it cannot reach.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +17,7 @@ use kubewasm::ops::leader::{LeaderElectionOptions, Leadership, Role};
 use kubewasm::runtime::RuntimeOptions;
 use kubewasm_tests::host::{PluginFiles, metric_value, write_plugin};
 use kubewasm_tests::plugins::{example_bytes, example_grant};
+use kubewasm_tests::proxy::CuttableProxy;
 use kubewasm_tests::{admin_client, admin_config, logs, sandbox_config, test_namespace, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -52,6 +53,24 @@ async fn electing_host_with_lease(
     identity: &str,
     lease_seconds: u64,
 ) -> anyhow::Result<Manager> {
+    electing_host_on(
+        admin_config().await?,
+        dir,
+        namespace,
+        identity,
+        lease_seconds,
+    )
+    .await
+}
+
+/// [`electing_host_with_lease`] on the API server `config` names.
+async fn electing_host_on(
+    config: kube::Config,
+    dir: &Path,
+    namespace: &str,
+    identity: &str,
+    lease_seconds: u64,
+) -> anyhow::Result<Manager> {
     let mut election = LeaderElectionOptions::new(namespace);
     election.identity = identity.to_string();
     election.lease_seconds = lease_seconds;
@@ -66,7 +85,7 @@ async fn electing_host_with_lease(
         reload: None,
         leader_election: Some(election),
     };
-    Manager::start(admin_config().await?, options).await
+    Manager::start(config, options).await
 }
 
 async fn holder(client: &Client, namespace: &str) -> anyhow::Result<Option<String>> {
@@ -210,6 +229,46 @@ async fn a_leader_that_loses_its_lease_to_another_stands_down() -> anyhow::Resul
         Some("intruder"),
         "stepping down released a lease held by another"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_server_stands_down_and_a_standby_takes_over()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "leader-cut").await?;
+    let dir = mirror_dir(&namespace)?;
+    let mut config = admin_config().await?;
+    let api_server = format!(
+        "{}:{}",
+        config.cluster_url.host().unwrap_or("127.0.0.1"),
+        config.cluster_url.port_u16().unwrap_or(443)
+    );
+    let proxy = CuttableProxy::start(api_server.parse()?).await?;
+    config.cluster_url = format!("https://{}", proxy.addr()).parse()?;
+    let leader = electing_host_on(config, dir.path(), &namespace, "cut-off", 3).await?;
+    assert_eq!(leader_gauge(&leader), 1.0);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    mirrored(&api, "before-the-cut").await?;
+    let standby = {
+        let (dir, namespace) = (dir.path().to_path_buf(), namespace.clone());
+        tokio::spawn(async move { electing_host(&dir, &namespace, "standby").await })
+    };
+
+    // Its renewals now fail: it must stop before its lease runs out and another leads.
+    proxy.cut();
+    tokio::time::timeout(WAIT, leader.leadership_lost())
+        .await
+        .map_err(|_| anyhow::anyhow!("the leader did not notice it could not renew"))?;
+    assert_eq!(leader_gauge(&leader), 0.0);
+    let standby = tokio::time::timeout(WAIT, standby).await???;
+    assert_eq!(
+        holder(&client, &namespace).await?.as_deref(),
+        Some("standby")
+    );
+    mirrored(&api, "after-the-cut").await?;
+    leader.shutdown().await;
+    standby.shutdown().await;
     Ok(())
 }
 
