@@ -1,7 +1,8 @@
 //! Leader election between two hosts on one plugins directory, on a real API server:
-//! only the holder of the Lease reconciles, a standby takes over when the leader stops
-//! (at once when it releases the Lease), a leader that loses its lease to another or
-//! cannot renew it stops, and a campaign outlasts an API server it cannot reach.
+//! only the holder of the Lease reconciles, a standby compiles the plugins while it
+//! waits and takes over when the leader stops (at once when it releases the Lease), a
+//! leader that loses its lease to another or cannot renew it stops, and a campaign
+//! outlasts an API server it cannot reach.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +16,7 @@ use kube::{Api, Client};
 use kubewasm::manager::{Manager, ManagerOptions};
 use kubewasm::ops::leader::{LeaderElectionOptions, Leadership, Role};
 use kubewasm::runtime::RuntimeOptions;
+use kubewasm::sandbox::{CacheOutcome, SandboxConfig};
 use kubewasm_tests::host::{PluginFiles, metric_value, write_plugin};
 use kubewasm_tests::plugins::{example_bytes, example_grant};
 use kubewasm_tests::proxy::CuttableProxy;
@@ -55,6 +57,7 @@ async fn electing_host_with_lease(
 ) -> anyhow::Result<Manager> {
     electing_host_on(
         admin_config().await?,
+        sandbox_config(),
         dir,
         namespace,
         identity,
@@ -63,9 +66,10 @@ async fn electing_host_with_lease(
     .await
 }
 
-/// [`electing_host_with_lease`] on the API server `config` names.
+/// [`electing_host_with_lease`] on the API server `config` names, with `sandbox`.
 async fn electing_host_on(
     config: kube::Config,
+    sandbox: SandboxConfig,
     dir: &Path,
     namespace: &str,
     identity: &str,
@@ -78,7 +82,7 @@ async fn electing_host_on(
     election.retry_period = Duration::from_millis(200);
     let options = ManagerOptions {
         plugins_dir: dir.to_path_buf(),
-        sandbox: sandbox_config(),
+        sandbox,
         runtime: RuntimeOptions::default(),
         metrics_addr: None,
         probe_addr: None,
@@ -167,7 +171,8 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over_when_it_stops
 }
 
 #[tokio::test]
-async fn a_standby_takes_over_a_released_lease_before_its_term_ends() -> anyhow::Result<()> {
+async fn a_standby_compiles_while_waiting_and_takes_over_a_released_lease_at_once()
+-> anyhow::Result<()> {
     kubewasm_tests::init_tracing();
     let client = admin_client().await?;
     let namespace = test_namespace(&client, "leader-released").await?;
@@ -175,16 +180,35 @@ async fn a_standby_takes_over_a_released_lease_before_its_term_ends() -> anyhow:
     // A term far longer than the test may wait: only a takeover on release passes.
     const LONG_LEASE: u64 = 600;
     let first = electing_host_with_lease(dir.path(), &namespace, "first", LONG_LEASE).await?;
+    // The standby has a compile cache of its own, which nothing else fills.
+    let cache = tempfile::tempdir()?;
     let standby = {
         let (dir, namespace) = (dir.path().to_path_buf(), namespace.clone());
+        let sandbox = SandboxConfig {
+            cache_dir: Some(cache.path().join("compiled")),
+            ..sandbox_config()
+        };
         tokio::spawn(async move {
-            electing_host_with_lease(&dir, &namespace, "second", LONG_LEASE).await
+            let config = admin_config().await?;
+            electing_host_on(config, sandbox, &dir, &namespace, "second", LONG_LEASE).await
         })
     };
     let lease = format!("{namespace}/{LEASE}");
     wait::until("the standby to see the leader", WAIT, || async {
         let seen = logs::matching(&["standing by while another", &lease, "holder=first"]);
         Ok((!seen.is_empty()).then_some(()))
+    })
+    .await?;
+    wait::until("the standby to compile the plugin", WAIT, || async {
+        let artifacts = std::fs::read_dir(cache.path().join("compiled"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+                    .count()
+            })
+            .unwrap_or(0);
+        Ok((artifacts > 0).then_some(()))
     })
     .await?;
 
@@ -195,6 +219,12 @@ async fn a_standby_takes_over_a_released_lease_before_its_term_ends() -> anyhow:
     assert_eq!(
         holder(&client, &namespace).await?.as_deref(),
         Some("second")
+    );
+    let loaded = second.plugins().loaded().await;
+    assert_eq!(
+        loaded.get("mirror").map(|plugin| plugin.cache),
+        Some(CacheOutcome::Hit),
+        "taking over compiled the plugin again"
     );
     second.shutdown().await;
     Ok(())
@@ -246,7 +276,15 @@ async fn a_leader_cut_off_from_the_api_server_stands_down_and_a_standby_takes_ov
     );
     let proxy = CuttableProxy::start(api_server.parse()?).await?;
     config.cluster_url = format!("https://{}", proxy.addr()).parse()?;
-    let leader = electing_host_on(config, dir.path(), &namespace, "cut-off", 3).await?;
+    let leader = electing_host_on(
+        config,
+        sandbox_config(),
+        dir.path(),
+        &namespace,
+        "cut-off",
+        3,
+    )
+    .await?;
     assert_eq!(leader_gauge(&leader), 1.0);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     mirrored(&api, "before-the-cut").await?;

@@ -154,6 +154,33 @@ impl PluginDir {
         Ok(())
     }
 
+    /// Compiles every plugin of the directory into the sandbox's disk cache without
+    /// starting any, as a standby replica does while it waits, so that taking over reads
+    /// an artifact per plugin instead of compiling each. What fails here is left for
+    /// loading to report.
+    pub async fn precompile_all(&self) {
+        let names = match self.scan() {
+            Ok(names) => names,
+            Err(err) => {
+                tracing::debug!(dir = %self.dir.display(), "not precompiling: {err}");
+                return;
+            }
+        };
+        for name in names {
+            let compiled = match std::fs::read(self.wasm_path(&name)) {
+                Ok(bytes) => self.sandbox.precompile(bytes).await,
+                Err(err) => Err(LoadError::Io(err)),
+            };
+            match compiled {
+                Ok(Some(CacheOutcome::Compiled)) => {
+                    tracing::info!(plugin = %name, "compiled into the cache while standing by")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(plugin = %name, "not precompiled: {err}"),
+            }
+        }
+    }
+
     /// Plugins running, with what they were loaded from.
     pub async fn loaded(&self) -> BTreeMap<String, Loaded> {
         self.loaded.lock().await.clone()

@@ -303,6 +303,22 @@ impl Sandbox {
             })
     }
 
+    /// Compiles `bytes` into the disk cache unless it holds them already, so that a later
+    /// [`Sandbox::load`] of the same bytes only reads the artifact; `None` when the disk
+    /// cache is off, as nothing compiled would be kept.
+    pub async fn precompile(&self, bytes: Vec<u8>) -> Result<Option<CacheOutcome>, LoadError> {
+        if self.compile_cache.dir().is_none() {
+            return Ok(None);
+        }
+        contract::check_header(&bytes)?;
+        let digest = digest(&bytes);
+        let (_, outcome) = self
+            .compile_cache
+            .load(&self.engine, bytes.into(), &digest)
+            .await?;
+        Ok(Some(outcome))
+    }
+
     /// Whether the engine meters fuel (so a grant may set a fuel limit).
     pub fn fuel_enabled(&self) -> bool {
         self.fuel_enabled
