@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff;
 use super::host_calls::KubeHostCalls;
 use super::plugin::{PluginShared, PluginVersion};
-use super::wakes::wakes;
+use super::wakes::{wake_hash, wakes};
 use super::watches::{SharedWatch, matches};
 use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
 use crate::reconciler::{Action, ReconcileError};
@@ -89,14 +89,12 @@ impl ScopeController {
         // slots then cap its reconciles across all its scopes.
         let concurrency = plugin.version.load().grant.limits.concurrency;
         let own_plugin = plugin.clone();
-        let changes = wakes(watch.subscribe(filter.clone()), move || {
-            own_plugin
-                .version
-                .load()
-                .reconciler
-                .description()
-                .finalizer
-                .clone()
+        let changes = wakes(watch.subscribe(filter.clone()), move |object| {
+            let version = own_plugin.version.load();
+            wake_hash(
+                object,
+                version.reconciler.description().finalizer.as_deref(),
+            )
         });
         let controller =
             Controller::for_shared_stream_with(changes, watch.store().clone(), resource)

@@ -21,19 +21,19 @@ use futures::{Stream, StreamExt};
 use kube::api::{ApiResource, DynamicObject, ObjectMeta};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 
-/// Passes on the objects of `changes` whose change could matter to a plugin whose
-/// finalizer is whatever `finalizer` returns at the time (it may change on a reload).
-pub fn wakes<F>(
+/// Passes on the objects of `changes` whose `hash` (a [`wake_hash`] with the plugin's
+/// finalizer of the time, which may change on a reload) differs from the last seen.
+pub fn wakes<H>(
     changes: impl Stream<Item = Arc<DynamicObject>> + Send + 'static,
-    finalizer: F,
+    hash: H,
 ) -> impl Stream<Item = Arc<DynamicObject>> + Send + 'static
 where
-    F: Fn() -> Option<String> + Send + 'static,
+    H: Fn(&DynamicObject) -> u64 + Send + 'static,
 {
     changes
         .map(|object| Ok::<_, watcher::Error>(Shared(object)))
         .predicate_filter(
-            move |object: &Shared| Some(wake_hash(&object.0, finalizer().as_deref())),
+            move |object: &Shared| Some(hash(&object.0)),
             PredicateConfig::default(),
         )
         .filter_map(|change| std::future::ready(change.ok().map(|shared| shared.0)))
@@ -181,7 +181,7 @@ mod tests {
         edited.data["data"]["key"] = "other".into();
         let passed: Vec<_> = wakes(
             futures::stream::iter([first, bookkeeping, edited.clone()].map(Arc::new)),
-            || Some(OWN.to_string()),
+            hash,
         )
         .collect()
         .await;
