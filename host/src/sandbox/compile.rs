@@ -8,7 +8,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -155,15 +155,55 @@ impl ArtifactPaths {
     }
 }
 
+/// Writes `contents` to a file of its own beside `path` (mode 0600, removed again if
+/// anything fails) and renames it over `path`: readers see the old file or the whole new
+/// one, and two writers at once (two plugins of the same bytes, two hosts sharing the
+/// directory) never write into the same file.
 fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".partial-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
     file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&partial, path)
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|err| err.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_at_once_each_replace_the_file_whole_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("artifact.cwasm");
+        let writers: Vec<_> = (0..8u8)
+            .map(|writer| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        write_atomically(&path, &[writer; 64 * 1024]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let contents = std::fs::read(&path).unwrap();
+        assert_eq!(contents.len(), 64 * 1024);
+        assert!(
+            contents.iter().all(|byte| *byte == contents[0]),
+            "two writers' bytes in one file"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["artifact.cwasm"]);
+    }
 }
