@@ -63,6 +63,35 @@ impl<F: Future> Future for Metered<F> {
     }
 }
 
+/// A future that hands the CPU time of each of its polls to `charge` as it goes: for
+/// long-lived work (a plugin's controller task) whose cost is paid while it runs, not
+/// once at the end.
+pub struct Charging<F, C> {
+    inner: Pin<Box<F>>,
+    charge: C,
+}
+
+impl<F: Future, C: Fn(Duration)> Charging<F, C> {
+    /// Charges the polls of `inner` to `charge`.
+    pub fn new(inner: F, charge: C) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            charge,
+        }
+    }
+}
+
+impl<F: Future, C: Fn(Duration) + Unpin> Future for Charging<F, C> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (poll, spent) = run_measured(|| this.inner.as_mut().poll(cx));
+        (this.charge)(spent);
+        poll
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +118,43 @@ mod tests {
         assert!(
             spent > Duration::ZERO && spent < Duration::from_millis(300),
             "{spent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_poll_is_charged_as_it_happens() {
+        let charged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(Charging::new(
+            async move {
+                spin(Duration::from_millis(20));
+                rx.await.unwrap();
+                spin(Duration::from_millis(20));
+            },
+            {
+                let charged = charged.clone();
+                move |spent| charged.lock().unwrap().push(spent)
+            },
+        ));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while charged.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the first poll was not charged");
+        assert_eq!(
+            charged.lock().unwrap().len(),
+            1,
+            "the first poll, charged before the end"
+        );
+        tx.send(()).unwrap();
+        task.await.unwrap();
+        let charged = charged.lock().unwrap();
+        assert_eq!(charged.len(), 2);
+        assert!(
+            charged.iter().all(|spent| *spent > Duration::ZERO),
+            "{charged:?}"
         );
     }
 }

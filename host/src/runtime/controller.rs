@@ -26,7 +26,7 @@ use super::wakes::{wake_hash, wakes};
 use super::watches::{SharedWatch, matches};
 use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
 use crate::reconciler::{Action, ReconcileError};
-use crate::thread_cpu::Metered;
+use crate::thread_cpu::{Charging, Metered};
 
 /// Why one reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,13 @@ impl ScopeController {
             stopping: shutdown.clone(),
         });
         let runtime = plugin_runtime(&context.plugin);
-        let task = runtime.spawn(async move {
+        // The controller's own work (scheduling, backoff, recording outcomes) is the
+        // plugin's cost too; each reconcile is a task of its own, metered apart.
+        let charged = context.plugin.clone();
+        let charge = move |spent| {
+            charged.version.load().reconciler.charge_host_time(spent);
+        };
+        let task = runtime.spawn(Charging::new(async move {
             controller
                 .run(reconcile, error_policy, context)
                 .for_each(|result| {
@@ -127,7 +133,7 @@ impl ScopeController {
                     std::future::ready(())
                 })
                 .await;
-        });
+        }, charge));
         Self {
             watch,
             requeue_all,
