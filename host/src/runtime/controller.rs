@@ -115,7 +115,7 @@ impl ScopeController {
         let charge = move |spent| {
             charged.version.load().reconciler.charge_host_time(spent);
         };
-        let task = runtime.spawn(Charging::new(async move {
+        let run = async move {
             controller
                 .run(reconcile, error_policy, context)
                 .for_each(|result| {
@@ -133,7 +133,8 @@ impl ScopeController {
                     std::future::ready(())
                 })
                 .await;
-        }, charge));
+        };
+        let task = runtime.spawn(Charging::new(run, charge));
         Self {
             watch,
             requeue_all,
