@@ -14,7 +14,9 @@
 //! A plugin that runs into debt, or whose guest breaks call after call (traps, runs
 //! out of memory or fuel, returns garbage), is also demoted for [`DEMOTION`]: its
 //! calls run on the guest threads that get only the cores nothing else wants (see
-//! `guest_threads`). The budget caps what a plugin may take; demotion decides who waits
+//! `guest_threads`), and it is held to its rate with only a small burst, so that a
+//! plugin misbehaving on every object does not take a full burst each time it has
+//! earned one back. The budget caps what a plugin may take; demotion decides who waits
 //! when the cores are busy, so that a plugin spending its whole budget on every object
 //! (a loop, a memory bomb, a panic) takes the time it is granted from idle cores, not
 //! from the API server and the plugins that stay within their burst.
@@ -27,6 +29,11 @@ use crate::thread_cpu;
 
 /// How much guest time may be spent at once before the rate applies.
 const BURST: Duration = Duration::from_millis(200);
+
+/// The burst of a demoted plugin: enough for a call of a few milliseconds (two epoch
+/// ticks), so that a plugin that behaves again, with short calls within its rate, runs
+/// into no debt and its demotion ends.
+const DEMOTED_BURST: Duration = Duration::from_millis(20);
 
 /// How long a plugin stays demoted after it last ran into debt (or broke
 /// [`BROKEN_STREAK`] calls in a row). Long against the burst (a plugin earns its burst
@@ -87,7 +94,9 @@ impl CpuBudget {
         let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
         let now = Instant::now();
         let earned = now.duration_since(bucket.refilled).as_secs_f64() * self.cores;
-        bucket.seconds = (bucket.seconds + earned).min(BURST.as_secs_f64());
+        let demoted = bucket.demoted_until.is_some_and(|until| now < until);
+        let burst = if demoted { DEMOTED_BURST } else { BURST };
+        bucket.seconds = (bucket.seconds + earned).min(burst.as_secs_f64());
         bucket.refilled = now;
         bucket.seconds -= ran.as_secs_f64();
         let in_debt = bucket.seconds < 0.0;
@@ -275,6 +284,38 @@ mod tests {
             "still in debt when the demotion ends"
         );
         assert!(budget.is_demoted(), "and a call in debt demotes it again");
+    }
+
+    #[test]
+    fn a_demoted_plugin_earns_only_a_small_burst_until_its_demotion_has_passed() {
+        let budget = CpuBudget::with_demotion(1000, Duration::from_secs(1));
+        assert!(
+            budget.charge(Duration::from_millis(250)).is_some(),
+            "in debt"
+        );
+        // At one core, 50 ms of debt is paid within 50 ms; by 150 ms a plugin in good
+        // standing would have 100 ms to spend, a demoted one only its small burst.
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            budget.charge(DEMOTED_BURST * 2).is_some(),
+            "a demoted plugin spends beyond its small burst in debt"
+        );
+        let demoted_since = Instant::now();
+        while budget.is_demoted() {
+            assert!(
+                demoted_since.elapsed() < Duration::from_secs(5),
+                "still demoted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The debt of the last charge is paid within 20 ms, and the full burst earned
+        // back within 200 ms more.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            budget.charge(Duration::from_millis(150)),
+            None,
+            "the full burst again once the demotion has passed"
+        );
     }
 
     /// Keeps the calling thread busy for `duration` of wall time.
