@@ -271,14 +271,7 @@ mod tests {
         assert!(budget.is_demoted(), "in debt");
         // The debt (150 ms at 100 millicores) is paid after 1.5 s, the demotion ends
         // after 0.3 s: demotion does not wait for the debt to be paid.
-        let demoted_since = Instant::now();
-        while budget.is_demoted() {
-            assert!(
-                demoted_since.elapsed() < Duration::from_secs(5),
-                "still demoted"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_out_demotion(&budget);
         assert!(
             budget.debt().is_some(),
             "still in debt when the demotion ends"
@@ -300,14 +293,7 @@ mod tests {
             budget.charge(DEMOTED_BURST * 2).is_some(),
             "a demoted plugin spends beyond its small burst in debt"
         );
-        let demoted_since = Instant::now();
-        while budget.is_demoted() {
-            assert!(
-                demoted_since.elapsed() < Duration::from_secs(5),
-                "still demoted"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_out_demotion(&budget);
         // The debt of the last charge is paid within 20 ms, and the full burst earned
         // back within 200 ms more.
         std::thread::sleep(Duration::from_millis(300));
@@ -316,6 +302,18 @@ mod tests {
             None,
             "the full burst again once the demotion has passed"
         );
+    }
+
+    /// Waits, up to 5 s, until `budget` is no longer demoted.
+    fn wait_out_demotion(budget: &CpuBudget) {
+        let demoted_since = Instant::now();
+        while budget.is_demoted() {
+            assert!(
+                demoted_since.elapsed() < Duration::from_secs(5),
+                "still demoted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Keeps the calling thread busy for `duration` of wall time.
