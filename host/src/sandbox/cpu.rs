@@ -14,9 +14,7 @@
 //! A plugin that runs into debt, or whose guest breaks call after call (traps, runs
 //! out of memory or fuel, returns garbage), is also demoted for [`DEMOTION`]: its
 //! calls run on the guest threads that get only the cores nothing else wants (see
-//! `guest_threads`), and it is held to its rate with only a small burst, so that a
-//! plugin misbehaving on every object does not take a full burst each time it has
-//! earned one back. The budget caps what a plugin may take; demotion decides who waits
+//! `guest_threads`). The budget caps what a plugin may take; demotion decides who waits
 //! when the cores are busy, so that a plugin spending its whole budget on every object
 //! (a loop, a memory bomb, a panic) takes the time it is granted from idle cores, not
 //! from the API server and the plugins that stay within their burst.
@@ -29,11 +27,6 @@ use crate::thread_cpu;
 
 /// How much guest time may be spent at once before the rate applies.
 const BURST: Duration = Duration::from_millis(200);
-
-/// The burst of a demoted plugin: enough for a call of a few milliseconds (two epoch
-/// ticks), so that a plugin that behaves again, with short calls within its rate, runs
-/// into no debt and its demotion ends.
-const DEMOTED_BURST: Duration = Duration::from_millis(20);
 
 /// How long a plugin stays demoted after it last ran into debt (or broke
 /// [`BROKEN_STREAK`] calls in a row). Long against the burst (a plugin earns its burst
@@ -94,9 +87,7 @@ impl CpuBudget {
         let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
         let now = Instant::now();
         let earned = now.duration_since(bucket.refilled).as_secs_f64() * self.cores;
-        let demoted = bucket.demoted_until.is_some_and(|until| now < until);
-        let burst = if demoted { DEMOTED_BURST } else { BURST };
-        bucket.seconds = (bucket.seconds + earned).min(burst.as_secs_f64());
+        bucket.seconds = (bucket.seconds + earned).min(BURST.as_secs_f64());
         bucket.refilled = now;
         bucket.seconds -= ran.as_secs_f64();
         let in_debt = bucket.seconds < 0.0;
@@ -271,41 +262,6 @@ mod tests {
         assert!(budget.is_demoted(), "in debt");
         // The debt (150 ms at 100 millicores) is paid after 1.5 s, the demotion ends
         // after 0.3 s: demotion does not wait for the debt to be paid.
-        wait_out_demotion(&budget);
-        assert!(
-            budget.debt().is_some(),
-            "still in debt when the demotion ends"
-        );
-        assert!(budget.is_demoted(), "and a call in debt demotes it again");
-    }
-
-    #[test]
-    fn a_demoted_plugin_earns_only_a_small_burst_until_its_demotion_has_passed() {
-        let budget = CpuBudget::with_demotion(1000, Duration::from_secs(1));
-        assert!(
-            budget.charge(Duration::from_millis(250)).is_some(),
-            "in debt"
-        );
-        // At one core, 50 ms of debt is paid within 50 ms; by 150 ms a plugin in good
-        // standing would have 100 ms to spend, a demoted one only its small burst.
-        std::thread::sleep(Duration::from_millis(150));
-        assert!(
-            budget.charge(DEMOTED_BURST * 2).is_some(),
-            "a demoted plugin spends beyond its small burst in debt"
-        );
-        wait_out_demotion(&budget);
-        // The debt of the last charge is paid within 20 ms, and the full burst earned
-        // back within 200 ms more.
-        std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(
-            budget.charge(Duration::from_millis(150)),
-            None,
-            "the full burst again once the demotion has passed"
-        );
-    }
-
-    /// Waits, up to 5 s, until `budget` is no longer demoted.
-    fn wait_out_demotion(budget: &CpuBudget) {
         let demoted_since = Instant::now();
         while budget.is_demoted() {
             assert!(
@@ -314,6 +270,11 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert!(
+            budget.debt().is_some(),
+            "still in debt when the demotion ends"
+        );
+        assert!(budget.is_demoted(), "and a call in debt demotes it again");
     }
 
     /// Keeps the calling thread busy for `duration` of wall time.
