@@ -229,6 +229,40 @@ async fn a_plugin_past_its_budget_runs_demoted_and_still_gets_its_answers() {
 }
 
 #[tokio::test]
+async fn a_call_that_runs_into_debt_finishes_demoted() {
+    // The call starts in good standing; past its 200 ms burst it is paused, and moves to
+    // the demoted threads for the rest instead of spending its budget at normal priority.
+    let observer = Arc::new(BudgetObserver::default());
+    let demoted = || observer.demoted.load(std::sync::atomic::Ordering::Relaxed);
+    let plugin = sandbox()
+        .load(
+            "test",
+            test_guest_bytes("misbehave"),
+            PluginOptions {
+                limits: Limits {
+                    cpu_millicores: 100,
+                    timeout: Duration::from_millis(300),
+                    ..Limits::default()
+                },
+                observer: Some(observer.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the plugin loads")
+        .0;
+    assert!(matches!(
+        apply(&plugin, "loop").await,
+        Err(ReconcileError::Deadline { .. })
+    ));
+    assert!(
+        observer.paused.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the call ran into debt"
+    );
+    assert_eq!(demoted(), 1, "the call moved to the demoted threads");
+}
+
+#[tokio::test]
 async fn a_plugins_controller_runs_on_the_guest_threads_and_calls_it_from_there() {
     let plugin = Arc::new(misbehave(Limits::default()).await);
     let runtime = plugin

@@ -15,6 +15,7 @@ use super::CallObserver;
 use super::bindings::ReconcilerPre;
 use super::cpu::{CpuBudget, GuestClock, nanos};
 use super::guest_log::PluginLog;
+use super::guest_threads::Demotion;
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
 use crate::reconciler::{HostCalls, ReconcileError};
@@ -92,8 +93,13 @@ pub struct CallSetup {
     pub cpu: Arc<CpuBudget>,
 }
 
-/// Runs one export in a fresh instance, and tells the observer how it went.
-pub async fn call(setup: CallSetup, export: Export) -> Result<Returned, ReconcileError> {
+/// Runs one export in a fresh instance, and tells the observer how it went. A call that
+/// runs into its plugin's debt asks for `demotion` as it pauses.
+pub async fn call(
+    setup: CallSetup,
+    export: Export,
+    demotion: Demotion,
+) -> Result<Returned, ReconcileError> {
     // At most a deadline's worth at a time, as pauses within a call: a plugin being
     // stopped or reloaded waits for its calls, and the next call pays the rest.
     if let Some(debt) = setup.cpu.debt() {
@@ -105,7 +111,7 @@ pub async fn call(setup: CallSetup, export: Export) -> Result<Returned, Reconcil
     let observer = setup.observer.clone();
     let plugin = setup.log.clone();
     let cpu = setup.cpu.clone();
-    let (result, fuel_used) = run(setup, export).await;
+    let (result, fuel_used) = run(setup, export, demotion).await;
     cpu.record_call(result.as_ref().is_err_and(guest_broke));
     if let Some(observer) = observer {
         let (outcome, trap) = match &result {
@@ -127,7 +133,11 @@ pub async fn call(setup: CallSetup, export: Export) -> Result<Returned, Reconcil
     result
 }
 
-async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileError>, Option<u64>) {
+async fn run(
+    setup: CallSetup,
+    export: Export,
+    demotion: Demotion,
+) -> (Result<Returned, ReconcileError>, Option<u64>) {
     let subject = setup.host.subject();
     let stderr_tail = StderrTail::default();
     let state = CallState {
@@ -156,8 +166,9 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
     store.set_epoch_deadline(1);
     // Every tick: interrupt the guest once the call's deadline has passed; otherwise
     // yield to the executor (a busy guest never holds an executor thread for long),
-    // sleeping first if the plugin is over its CPU budget. Time paused for the budget
-    // does not count against the deadline: a guest is not failed for being throttled.
+    // sleeping first if the plugin is over its CPU budget (which demotes it, so the call
+    // moves to the demoted threads for the rest). Time paused for the budget does not
+    // count against the deadline: a guest is not failed for being throttled.
     let paused = Arc::new(AtomicU64::new(0));
     let cpu = setup.cpu.clone();
     let clock = store.data().clock.clone();
@@ -174,6 +185,7 @@ async fn run(setup: CallSetup, export: Export) -> (Result<Returned, ReconcileErr
         if let Some(pause) = pause {
             cpu.record_pause(pause);
             paused.fetch_add(nanos(pause), Ordering::Relaxed);
+            demotion.request();
         }
         let clock = clock.clone();
         Ok(UpdateDeadline::YieldCustom(

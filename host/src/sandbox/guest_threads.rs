@@ -8,12 +8,18 @@
 //! Calls of plugins demoted (for running past their CPU budget, or breaking call after
 //! call) run on threads of a second runtime at the lowest priority there is (Linux `SCHED_IDLE`): they get the
 //! cores nothing else wants, and never queue in front of a call of a plugin that stays
-//! within its budget.
+//! within its budget. A call that started before its plugin was demoted moves there at
+//! its next pause (see [`Demotion`]), rather than spending the rest of its budget at
+//! normal priority.
 
 use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 
 use tokio::runtime::{Builder, Handle, Runtime};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 /// How much lower than the host's the priority of guest threads is (Linux nice).
 pub const GUEST_NICE: i32 = 10;
@@ -25,6 +31,36 @@ pub enum Priority {
     Normal,
     /// Only on cores nothing else wants: a demoted plugin (see `cpu::DEMOTION`).
     Demoted,
+}
+
+/// Lets a call at [`Priority::Normal`] ask to finish on the demoted threads: once
+/// requested, [`GuestThreads::run`] moves it there the next time it waits.
+#[derive(Debug, Clone, Default)]
+pub struct Demotion(Arc<AtomicU8>);
+
+const NOT_REQUESTED: u8 = 0;
+const REQUESTED: u8 = 1;
+const MOVED: u8 = 2;
+
+impl Demotion {
+    /// Asks that the call move to the demoted threads at its next wait.
+    pub fn request(&self) {
+        let _ = self.0.compare_exchange(
+            NOT_REQUESTED,
+            REQUESTED,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the call moved to the demoted threads.
+    pub fn moved(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == MOVED
+    }
+
+    fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == REQUESTED
+    }
 }
 
 /// The guest runtimes, one per [`Priority`].
@@ -54,12 +90,47 @@ impl GuestThreads {
 
     /// Runs `work` on a guest thread of `priority`. Spawned from a thread of that
     /// runtime, it is queued on the spawning thread, with no wake-up of another.
-    pub fn spawn<F>(&self, priority: Priority, work: F) -> JoinHandle<F::Output>
+    fn spawn<F>(&self, priority: Priority, work: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         self.runtime(priority).spawn(work)
+    }
+
+    /// Runs `work` on a guest thread of `priority` to the end. Work started at
+    /// [`Priority::Normal`] moves to the demoted threads the first time it waits after
+    /// `demotion` was requested, and finishes there.
+    pub async fn run<F>(
+        &self,
+        priority: Priority,
+        demotion: Demotion,
+        work: F,
+    ) -> Result<F::Output, JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if priority == Priority::Demoted {
+            return self.spawn(Priority::Demoted, work).await;
+        }
+        let demoted = self.handle(Priority::Demoted);
+        self.spawn(Priority::Normal, async move {
+            let mut work = Box::pin(work);
+            let until_demoted = std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+                Poll::Ready(output) => Poll::Ready(Some(output)),
+                Poll::Pending if demotion.requested() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            });
+            match pin!(until_demoted).await {
+                Some(output) => Ok(output),
+                None => {
+                    demotion.0.store(MOVED, Ordering::Relaxed);
+                    demoted.spawn(work).await
+                }
+            }
+        })
+        .await?
     }
 
     /// A handle to the runtime of `priority`.
@@ -149,6 +220,75 @@ mod tests {
         assert_eq!(name.as_deref(), Some("kubewasm-guest"));
         if cfg!(target_os = "linux") {
             assert!(nice >= GUEST_NICE, "nice {nice}");
+        }
+    }
+
+    /// The name of the thread it runs on each time it is polled.
+    fn thread_names(demotion: Demotion, polls: usize) -> impl Future<Output = Vec<String>> {
+        let mut names = Vec::new();
+        std::future::poll_fn(move |cx| {
+            names.push(
+                std::thread::current()
+                    .name()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            if names.len() == 2 {
+                demotion.request();
+            }
+            if names.len() == polls {
+                return Poll::Ready(std::mem::take(&mut names));
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+
+    #[tokio::test]
+    async fn work_moves_to_the_demoted_threads_at_its_first_wait_once_asked_to() {
+        let threads = GuestThreads::new().unwrap();
+        let demotion = Demotion::default();
+        let names = threads
+            .run(
+                Priority::Normal,
+                demotion.clone(),
+                thread_names(demotion.clone(), 4),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            names,
+            [
+                "kubewasm-guest",
+                "kubewasm-guest",
+                "kubewasm-guest-demoted",
+                "kubewasm-guest-demoted"
+            ]
+        );
+        assert!(demotion.moved());
+    }
+
+    #[tokio::test]
+    async fn work_not_asked_to_move_stays_where_it_started() {
+        let threads = GuestThreads::new().unwrap();
+        for priority in [Priority::Normal, Priority::Demoted] {
+            let demotion = Demotion::default();
+            let names = threads
+                .run(priority, demotion.clone(), async {
+                    tokio::task::yield_now().await;
+                    std::thread::current()
+                        .name()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .await
+                .unwrap();
+            let expected = match priority {
+                Priority::Normal => "kubewasm-guest",
+                Priority::Demoted => "kubewasm-guest-demoted",
+            };
+            assert_eq!(names, expected);
+            assert!(!demotion.moved());
         }
     }
 

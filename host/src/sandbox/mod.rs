@@ -31,7 +31,7 @@ pub use compile::{CacheOutcome, CompileCache, digest};
 pub use contract::{CONTRACT_VERSION, PACKAGE, PLUGIN_INTERFACE};
 pub use engine::{Allocator, EPOCH_TICK, EngineConfig};
 pub use guest_log::{LogRate, PluginLog, truncate};
-use guest_threads::{GuestThreads, Priority};
+use guest_threads::{Demotion, GuestThreads, Priority};
 pub use limits::{DEFAULT_CPU_MILLICORES, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits};
 
 /// Why a file could not be loaded as a plugin.
@@ -108,7 +108,8 @@ pub trait CallObserver: Send + Sync {
     /// The plugin's guests were paused for `paused` for running past its CPU budget.
     fn cpu_throttled(&self, plugin: &str, paused: std::time::Duration);
     /// A call of the plugin runs demoted: the plugin ran past its CPU budget, or its guest
-    /// broke call after call, lately.
+    /// broke call after call, lately. Told as the call starts, or as it ends for a call
+    /// that was moved to the demoted threads on the way.
     fn call_demoted(&self, _plugin: &str) {}
 }
 
@@ -283,24 +284,39 @@ impl Sandbox {
         Ok(Prepared { pre })
     }
 
-    /// Runs one call on the guest threads.
+    /// Runs one call on the guest threads: demoted if its plugin is, or from the point
+    /// where it runs into its plugin's debt.
     async fn call(&self, setup: CallSetup, export: Export) -> Result<Returned, ReconcileError> {
         let priority = if setup.cpu.is_demoted() {
             Priority::Demoted
         } else {
             Priority::Normal
         };
-        if let (Priority::Demoted, Some(observer)) = (priority, &setup.observer) {
-            observer.call_demoted(setup.log.plugin());
+        let observer = setup.observer.clone();
+        let plugin = setup.log.clone();
+        if let (Priority::Demoted, Some(observer)) = (priority, &observer) {
+            observer.call_demoted(plugin.plugin());
         }
-        self.guest_threads
-            .spawn(priority, call::call(setup, export))
+        let demotion = Demotion::default();
+        let result = self
+            .guest_threads
+            .run(
+                priority,
+                demotion.clone(),
+                call::call(setup, export, demotion.clone()),
+            )
             .await
             .unwrap_or_else(|err| {
                 Err(ReconcileError::Host(format!(
                     "the call could not finish on its guest thread: {err}"
                 )))
-            })
+            });
+        if let Some(observer) = observer
+            && demotion.moved()
+        {
+            observer.call_demoted(plugin.plugin());
+        }
+        result
     }
 
     /// Compiles `bytes` into the disk cache unless it holds them already, so that a later
