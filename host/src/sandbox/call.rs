@@ -101,10 +101,13 @@ pub async fn call(
     demotion: Demotion,
 ) -> Result<Returned, ReconcileError> {
     // At most a deadline's worth at a time, as pauses within a call: a plugin being
-    // stopped or reloaded waits for its calls, and the next call pays the rest.
+    // stopped or reloaded waits for its calls, and the next call pays the rest. A call
+    // started in good standing finds debt here when another call of its plugin ran into
+    // it since.
     if let Some(debt) = setup.cpu.debt() {
         let pause = debt.min(setup.limits.timeout);
         setup.cpu.record_pause(pause);
+        demotion.request();
         tokio::time::sleep(pause).await;
     }
     let started = Instant::now();
