@@ -262,7 +262,7 @@ impl Metrics {
         let demoted_calls = Family::default();
         registry.register(
             "kubewasm_plugin_demoted_calls",
-            "Calls run at idle priority because the plugin lately ran past its CPU budget or broke call after call",
+            "Calls run at idle priority (from their start, or from the pause where they ran past the budget) because the plugin lately ran past its CPU budget or broke call after call",
             demoted_calls.clone(),
         );
         Self {

@@ -6,11 +6,11 @@
 //! a call then starts on the thread that asked for it, with no wake-up of another.
 //!
 //! Calls of plugins demoted (for running past their CPU budget, or breaking call after
-//! call) run on threads of a second runtime at the lowest priority there is (Linux `SCHED_IDLE`): they get the
-//! cores nothing else wants, and never queue in front of a call of a plugin that stays
-//! within its budget. A call that started before its plugin was demoted moves there at
-//! its next pause (see [`Demotion`]), rather than spending the rest of its budget at
-//! normal priority.
+//! call) run on threads of a second runtime at the lowest priority there is (Linux
+//! `SCHED_IDLE`): they get the cores nothing else wants, and never queue in front of a
+//! call of a plugin that stays within its budget. A call that started before its plugin
+//! was demoted moves there at its next pause (see [`Demotion`]), rather than spending
+//! the rest of its budget at normal priority.
 
 use std::future::Future;
 use std::pin::pin;
