@@ -38,15 +38,21 @@ async fn misbehave(limits: Limits) -> WasmPlugin {
 
 /// The misbehave guest with a CPU budget of `millicores`, its throttling counted.
 async fn misbehave_observed(millicores: u32, throttled: Arc<BudgetObserver>) -> WasmPlugin {
+    let limits = Limits {
+        cpu_millicores: millicores,
+        ..Limits::default()
+    };
+    misbehave_observed_with(limits, throttled).await
+}
+
+/// The misbehave guest with `limits`, its throttling counted.
+async fn misbehave_observed_with(limits: Limits, throttled: Arc<BudgetObserver>) -> WasmPlugin {
     sandbox()
         .load(
             "test",
             test_guest_bytes("misbehave"),
             PluginOptions {
-                limits: Limits {
-                    cpu_millicores: millicores,
-                    ..Limits::default()
-                },
+                limits,
                 observer: Some(throttled),
                 ..Default::default()
             },
@@ -230,27 +236,18 @@ async fn a_plugin_past_its_budget_runs_demoted_and_still_gets_its_answers() {
 
 #[tokio::test]
 async fn a_call_that_runs_into_debt_finishes_demoted() {
-    // The call starts in good standing; past its 200 ms burst it is paused, and moves to
+    // The call starts in good standing, with 10 ms of its burst left, so that it runs
+    // into debt within its deadline however busy the machine; paused there, it moves to
     // the demoted threads for the rest instead of spending its budget at normal priority.
     let observer = Arc::new(BudgetObserver::default());
     let demoted = || observer.demoted.load(std::sync::atomic::Ordering::Relaxed);
-    let plugin = sandbox()
-        .load(
-            "test",
-            test_guest_bytes("misbehave"),
-            PluginOptions {
-                limits: Limits {
-                    cpu_millicores: 100,
-                    timeout: Duration::from_millis(300),
-                    ..Limits::default()
-                },
-                observer: Some(observer.clone()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("the plugin loads")
-        .0;
+    let limits = Limits {
+        cpu_millicores: 100,
+        timeout: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let plugin = misbehave_observed_with(limits, observer.clone()).await;
+    plugin.charge_host_time(Duration::from_millis(190));
     assert!(matches!(
         apply(&plugin, "loop").await,
         Err(ReconcileError::Deadline { .. })
