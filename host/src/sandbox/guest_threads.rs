@@ -61,6 +61,10 @@ impl Demotion {
     fn requested(&self) -> bool {
         self.0.load(Ordering::Relaxed) == REQUESTED
     }
+
+    fn record_move(&self) {
+        self.0.store(MOVED, Ordering::Relaxed);
+    }
 }
 
 /// The guest runtimes, one per [`Priority`].
@@ -125,7 +129,7 @@ impl GuestThreads {
             match pin!(until_demoted).await {
                 Some(output) => Ok(output),
                 None => {
-                    demotion.0.store(MOVED, Ordering::Relaxed);
+                    demotion.record_move();
                     demoted.spawn(work).await
                 }
             }
