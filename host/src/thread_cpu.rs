@@ -1,11 +1,27 @@
 //! The CPU time of the calling thread, and futures metered by it: what a piece of work
 //! cost the machine, leaving out the time its thread was off the core (the operating
 //! system running someone else) or the work was waiting.
+//!
+//! Meters nest: what a meter within another took (a guest's clock inside a reconcile's
+//! poll, say) is left out of the enclosing one, so that no time is charged twice.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+thread_local! {
+    /// How much of this thread's CPU time meters have taken so far (it only grows).
+    static METERED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Records that `spent` of the calling thread's CPU time, just measured, is charged by
+/// a meter of its own (a guest's clock), so that an enclosing [`run_measured`] leaves
+/// it out.
+pub fn record_metered(spent: Duration) {
+    METERED.set(METERED.get().saturating_add(spent));
+}
 
 /// The calling thread's CPU time (user and system), if the platform has a thread clock.
 pub fn now() -> Option<Duration> {
@@ -23,16 +39,19 @@ pub fn now() -> Option<Duration> {
     })
 }
 
-/// Runs `work` and returns the calling thread's CPU time spent in it (zero if the
-/// platform has no thread clock).
+/// Runs `work` and returns the calling thread's CPU time spent in it, less what meters
+/// within it took (zero if the platform has no thread clock).
 pub fn run_measured<T>(work: impl FnOnce() -> T) -> (T, Duration) {
     let before = now();
+    let metered_before = METERED.get();
     let result = work();
-    let spent = match (before, now()) {
-        (Some(before), Some(after)) => after.saturating_sub(before),
-        _ => Duration::ZERO,
+    let Some((before, after)) = before.zip(now()) else {
+        return (result, Duration::ZERO);
     };
-    (result, spent)
+    let spent = after.saturating_sub(before);
+    let within = METERED.get().saturating_sub(metered_before);
+    METERED.set(metered_before.saturating_add(spent.max(within)));
+    (result, spent.saturating_sub(within))
 }
 
 /// A future that adds up the CPU time of its polls, whichever threads they run on;
@@ -118,6 +137,23 @@ mod tests {
         assert!(
             spent > Duration::ZERO && spent < Duration::from_millis(300),
             "{spent:?}"
+        );
+    }
+
+    #[test]
+    fn what_a_meter_within_takes_is_left_out_of_the_enclosing_one() {
+        let before = now().expect("a thread clock");
+        let mut inner = Duration::ZERO;
+        let ((), outer) = run_measured(|| {
+            spin(Duration::from_millis(20));
+            inner = run_measured(|| spin(Duration::from_millis(40))).1;
+        });
+        let whole = now().expect("a thread clock").saturating_sub(before);
+        assert!(inner > Duration::ZERO && outer > Duration::ZERO);
+        // Charged twice, the inner spin would make the sum exceed the whole.
+        assert!(
+            outer + inner <= whole,
+            "outer {outer:?} + inner {inner:?} > whole {whole:?}"
         );
     }
 

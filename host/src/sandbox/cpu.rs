@@ -178,10 +178,14 @@ impl Mark {
 
     /// The running time since the mark: the thread's CPU time when still on the same
     /// thread (the usual case: a guest runs within one poll), wall time otherwise.
+    /// Thread time is recorded as metered, so that the poll around it (a reconcile, when
+    /// the call runs within its task) does not charge it again.
     fn elapsed(&self) -> Duration {
         match (self.thread_cpu, thread_cpu::now()) {
             (Some(then), Some(now)) if self.thread == std::thread::current().id() => {
-                now.saturating_sub(then)
+                let ran = now.saturating_sub(then);
+                thread_cpu::record_metered(ran);
+                ran
             }
             _ => self.wall.elapsed(),
         }
@@ -316,6 +320,26 @@ mod tests {
         assert!(
             clock.take_ran() >= Duration::from_millis(1),
             "and counts on"
+        );
+    }
+
+    #[test]
+    fn a_guests_running_time_is_left_out_of_the_poll_around_it() {
+        let before = thread_cpu::now().expect("a thread clock");
+        let mut ran = Duration::ZERO;
+        let ((), host) = thread_cpu::run_measured(|| {
+            spin(Duration::from_millis(20)); // the host's side of a reconcile
+            let clock = GuestClock::start();
+            spin(Duration::from_millis(40)); // the guest, called within its task
+            ran = clock.take_ran();
+        });
+        let whole = thread_cpu::now()
+            .expect("a thread clock")
+            .saturating_sub(before);
+        assert!(ran > Duration::ZERO && host > Duration::ZERO);
+        assert!(
+            host + ran <= whole,
+            "host {host:?} + guest {ran:?} > whole {whole:?}: charged twice"
         );
     }
 
