@@ -3,7 +3,8 @@
 //! host's own work (and the API server beside it) is scheduled first, and never waits
 //! in a queue behind a guest's time slice. Each plugin's controller (kube-runtime's
 //! scheduling and the host's side of its reconciles) runs here too, beside its calls:
-//! a call then starts on the thread that asked for it, with no wake-up of another.
+//! a call then runs within the reconcile's own task, with no task of its own to spawn
+//! and no other thread to wake.
 //!
 //! Calls of plugins demoted (for running past their CPU budget, or breaking call after
 //! call) run on threads of a second runtime at the lowest priority there is (Linux
@@ -12,12 +13,15 @@
 //! was demoted moves there at its next pause (see [`Demotion`]), rather than spending
 //! the rest of its budget at normal priority.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::Poll;
 
+use futures::FutureExt;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::{JoinError, JoinHandle};
 
@@ -67,28 +71,78 @@ impl Demotion {
     }
 }
 
+/// Why work given to the guest threads did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Unfinished {
+    /// The work panicked.
+    #[error("it panicked: {0}")]
+    Panicked(String),
+    /// Its runtime shut down before it finished.
+    #[error("its runtime shut down")]
+    Cancelled,
+}
+
+impl From<JoinError> for Unfinished {
+    fn from(err: JoinError) -> Self {
+        match err.try_into_panic() {
+            Ok(panic) => Self::Panicked(panic_message(panic.as_ref())),
+            Err(_) => Self::Cancelled,
+        }
+    }
+}
+
 /// The guest runtimes, one per [`Priority`].
 #[derive(Debug)]
 pub struct GuestThreads {
+    /// Tells this set's threads of normal priority from any other's.
+    id: u64,
     normal: Option<Runtime>,
     demoted: Option<Runtime>,
+}
+
+/// Where the next [`GuestThreads`] takes its id from (0 is no set's).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The threads of normal priority of one [`GuestThreads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormalThreads(u64);
+
+impl NormalThreads {
+    /// Whether the calling thread is one of them.
+    pub fn include_current(self) -> bool {
+        NORMAL_THREAD_OF.get() == self.0
+    }
+}
+
+thread_local! {
+    /// The id of the [`GuestThreads`] whose normal-priority worker this thread is, if any.
+    static NORMAL_THREAD_OF: Cell<u64> = const { Cell::new(0) };
 }
 
 impl GuestThreads {
     /// One worker thread per core at each priority.
     pub fn new() -> std::io::Result<Self> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let runtime = |name: &str, at_priority: fn()| {
+        let runtime = |name: &str, at_start: Box<dyn Fn() + Send + Sync>| {
             Builder::new_multi_thread()
                 .worker_threads(threads)
                 .thread_name(name)
-                .on_thread_start(at_priority)
+                .on_thread_start(at_start)
                 .enable_all()
                 .build()
         };
+        let normal_thread = move || {
+            NORMAL_THREAD_OF.set(id);
+            set_nice(GUEST_NICE);
+        };
         Ok(Self {
-            normal: Some(runtime("kubewasm-guest", lower_priority)?),
-            demoted: Some(runtime("kubewasm-guest-demoted", lowest_priority)?),
+            id,
+            normal: Some(runtime("kubewasm-guest", Box::new(normal_thread))?),
+            demoted: Some(runtime(
+                "kubewasm-guest-demoted",
+                Box::new(lowest_priority),
+            )?),
         })
     }
 
@@ -105,21 +159,27 @@ impl GuestThreads {
     /// Runs `work` on a guest thread of `priority` to the end. Work started at
     /// [`Priority::Normal`] moves to the demoted threads the first time it waits after
     /// `demotion` was requested, and finishes there.
+    ///
+    /// Asked from one of these threads of normal priority (a plugin's controller), work
+    /// at that priority runs within the asking task until it moves, rather than in a
+    /// task of its own: a spawned task would often wake another worker to steal it, and
+    /// in a virtual machine that wake-up costs more than a small guest's whole call. A
+    /// panic is caught all the same, and returned as [`Unfinished::Panicked`].
     pub async fn run<F>(
         &self,
         priority: Priority,
         demotion: Demotion,
         work: F,
-    ) -> Result<F::Output, JoinError>
+    ) -> Result<F::Output, Unfinished>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         if priority == Priority::Demoted {
-            return self.spawn(Priority::Demoted, work).await;
+            return Ok(self.spawn(Priority::Demoted, work).await?);
         }
         let demoted = self.handle(Priority::Demoted);
-        self.spawn(Priority::Normal, async move {
+        let until_done = async move {
             let mut work = Box::pin(work);
             let until_demoted = std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
                 Poll::Ready(output) => Poll::Ready(Some(output)),
@@ -130,11 +190,23 @@ impl GuestThreads {
                 Some(output) => Ok(output),
                 None => {
                     demotion.record_move();
-                    demoted.spawn(work).await
+                    demoted.spawn(work).await.map_err(Unfinished::from)
                 }
             }
-        })
-        .await?
+        };
+        if self.normal_threads().include_current() {
+            AssertUnwindSafe(until_done)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(Unfinished::Panicked(panic_message(panic.as_ref()))))
+        } else {
+            self.spawn(Priority::Normal, until_done).await?
+        }
+    }
+
+    /// Its threads of normal priority.
+    pub fn normal_threads(&self) -> NormalThreads {
+        NormalThreads(self.id)
     }
 
     /// A handle to the runtime of `priority`.
@@ -182,8 +254,13 @@ fn lowest_priority() {
     set_nice(19);
 }
 
-fn lower_priority() {
-    set_nice(GUEST_NICE);
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| message.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 fn set_nice(nice: i32) {
@@ -248,28 +325,89 @@ mod tests {
         })
     }
 
+    /// Runs `ask` in a task on `threads`' own threads of normal priority, as a plugin's
+    /// controller asks for its calls.
+    async fn from_a_guest_thread<F, Fut>(threads: &Arc<GuestThreads>, ask: F) -> Fut::Output
+    where
+        F: FnOnce(Arc<GuestThreads>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        threads
+            .handle(Priority::Normal)
+            .spawn(ask(threads.clone()))
+            .await
+            .expect("the asking task finishes")
+    }
+
     #[tokio::test]
     async fn work_moves_to_the_demoted_threads_at_its_first_wait_once_asked_to() {
-        let threads = GuestThreads::new().unwrap();
-        let demotion = Demotion::default();
-        let names = threads
-            .run(
-                Priority::Normal,
-                demotion.clone(),
-                thread_names(demotion.clone(), 4),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            names,
-            [
-                "kubewasm-guest",
-                "kubewasm-guest",
-                "kubewasm-guest-demoted",
-                "kubewasm-guest-demoted"
-            ]
+        let threads = Arc::new(GuestThreads::new().unwrap());
+        let moving = |threads: Arc<GuestThreads>| async move {
+            let demotion = Demotion::default();
+            let names = threads
+                .run(
+                    Priority::Normal,
+                    demotion.clone(),
+                    thread_names(demotion.clone(), 4),
+                )
+                .await
+                .unwrap();
+            (names, demotion.moved())
+        };
+        for (asked_from, (names, moved)) in [
+            ("outside", moving(threads.clone()).await),
+            (
+                "a guest thread",
+                from_a_guest_thread(&threads, moving).await,
+            ),
+        ] {
+            assert_eq!(
+                names,
+                [
+                    "kubewasm-guest",
+                    "kubewasm-guest",
+                    "kubewasm-guest-demoted",
+                    "kubewasm-guest-demoted"
+                ],
+                "asked from {asked_from}"
+            );
+            assert!(moved, "asked from {asked_from}");
+        }
+    }
+
+    #[tokio::test]
+    async fn work_asked_for_from_a_guest_thread_runs_within_the_asking_task() {
+        let threads = Arc::new(GuestThreads::new().unwrap());
+        let task_of_work = |threads: Arc<GuestThreads>| async move {
+            let work = async { tokio::task::id() };
+            let ran_in = threads.run(Priority::Normal, Demotion::default(), work);
+            (tokio::task::try_id(), ran_in.await.unwrap())
+        };
+        let (asking, working) = from_a_guest_thread(&threads, task_of_work).await;
+        assert_eq!(asking, Some(working), "asked from a guest thread");
+        let (asking, working) = task_of_work(threads.clone()).await;
+        assert_ne!(
+            asking,
+            Some(working),
+            "asked from outside: a task of its own"
         );
-        assert!(demotion.moved());
+    }
+
+    #[tokio::test]
+    async fn a_panic_of_work_run_within_the_asking_task_is_returned_not_raised() {
+        let threads = Arc::new(GuestThreads::new().unwrap());
+        let result = from_a_guest_thread(&threads, |threads| async move {
+            let work = async { panic!("deliberate panic") };
+            threads
+                .run(Priority::Normal, Demotion::default(), work)
+                .await
+        })
+        .await;
+        match result {
+            Err(Unfinished::Panicked(message)) => assert_eq!(message, "deliberate panic"),
+            other => panic!("expected the panic, got {other:?}"),
+        }
     }
 
     #[tokio::test]
