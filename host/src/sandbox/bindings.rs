@@ -4,9 +4,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::FutureExt;
-use futures::future::Either;
-
 use crate::reconciler::{self, HostCalls, HostError};
 
 wasmtime::component::bindgen!({
@@ -51,12 +48,8 @@ impl events::Host for CallState {
 }
 
 impl CallState {
-    /// Runs a host call with the guest's CPU clock stopped: within the call's own task
-    /// while the call runs on the guest threads of normal priority (the usual case: no
-    /// task to spawn, no thread to wake, and its cost is the reconcile's, charged to the
-    /// plugin), and on `host_runtime` otherwise. Never on the demoted threads: a
-    /// connection to the API server opened there would be driven at idle priority for
-    /// every later request that reuses it.
+    /// Runs a host call on the host's runtime (the guest's threads run at a lower
+    /// priority), with the guest's CPU clock stopped.
     fn on_host<T, F>(
         &self,
         call: impl FnOnce(Arc<dyn HostCalls>) -> F,
@@ -67,12 +60,7 @@ impl CallState {
     {
         let clock = self.clock.clone();
         clock.stop();
-        let work = call(self.host.clone());
-        let work = if self.normal_threads.include_current() {
-            Either::Left(work.map(Ok))
-        } else {
-            Either::Right(self.host_runtime.spawn(work))
-        };
+        let work = self.host_runtime.spawn(call(self.host.clone()));
         async move {
             let result = work.await;
             clock.resume();
