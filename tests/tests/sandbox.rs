@@ -260,24 +260,6 @@ async fn a_call_that_runs_into_debt_finishes_demoted() {
 }
 
 #[tokio::test]
-async fn a_plugins_controller_runs_on_the_guest_threads_and_calls_it_from_there() {
-    let plugin = Arc::new(misbehave(Limits::default()).await);
-    let runtime = plugin
-        .runtime()
-        .expect("a sandboxed plugin names the runtime of its controller");
-    let caller = plugin.clone();
-    let (thread, result) = runtime
-        .spawn(async move {
-            let thread = std::thread::current().name().map(str::to_string);
-            (thread, apply(&caller, "ok").await)
-        })
-        .await
-        .expect("the controller's task finishes");
-    assert_eq!(thread.as_deref(), Some("kubewasm-guest"));
-    assert_eq!(result, Ok(Action::AwaitChange));
-}
-
-#[tokio::test]
 async fn allocating_past_the_cap_traps_with_a_memory_error() {
     let plugin = misbehave(Limits {
         memory_bytes: 16 << 20,

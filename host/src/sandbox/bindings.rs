@@ -4,7 +4,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::FutureExt;
+use futures::future::Either;
+
 use crate::reconciler::{self, HostCalls, HostError};
+use crate::thread_cpu::Metered;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -48,8 +52,17 @@ impl events::Host for CallState {
 }
 
 impl CallState {
-    /// Runs a host call on the host's runtime (the guest's threads run at a lower
-    /// priority), with the guest's CPU clock stopped.
+    /// Runs a host call with the guest's CPU clock stopped: within the call's own task
+    /// while the call runs on the guest threads of normal priority (the usual case: no
+    /// task to spawn, no thread to wake), and on `host_runtime` otherwise. Never on the
+    /// demoted threads: a connection to the API server opened there would be driven at
+    /// idle priority for every later request that reuses it.
+    ///
+    /// Either way its CPU time stays out of the plugin's budget, as it was while host
+    /// calls ran in tasks of their own: metered apart here, it is left out of the
+    /// reconcile's poll around it. Charging it is right in principle, but at the
+    /// default budget it throttles a plugin that writes hundreds of objects a second
+    /// (BENCHMARKS.md, "Beside hostile plugins"), so it waits for budgets sized for it.
     fn on_host<T, F>(
         &self,
         call: impl FnOnce(Arc<dyn HostCalls>) -> F,
@@ -60,7 +73,12 @@ impl CallState {
     {
         let clock = self.clock.clone();
         clock.stop();
-        let work = self.host_runtime.spawn(call(self.host.clone()));
+        let work = call(self.host.clone());
+        let work = if self.normal_threads.include_current() {
+            Either::Left(Metered::new(work).map(|(output, _uncharged)| Ok(output)))
+        } else {
+            Either::Right(self.host_runtime.spawn(work))
+        };
         async move {
             let result = work.await;
             clock.resume();

@@ -15,7 +15,7 @@ use super::CallObserver;
 use super::bindings::ReconcilerPre;
 use super::cpu::{CpuBudget, GuestClock, nanos};
 use super::guest_log::PluginLog;
-use super::guest_threads::Demotion;
+use super::guest_threads::{Demotion, NormalThreads};
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
 use crate::reconciler::{HostCalls, ReconcileError};
@@ -32,6 +32,7 @@ pub struct CallState {
     limiter: CallLimiter,
     pub(super) host: Arc<dyn HostCalls>,
     pub(super) host_runtime: Handle,
+    pub(super) normal_threads: NormalThreads,
     pub(super) log: Arc<PluginLog>,
     pub(super) subject: String,
     /// How long the guest has been running, for the CPU budget.
@@ -85,8 +86,11 @@ pub struct CallSetup {
     pub log: Arc<PluginLog>,
     /// The host imports for this call.
     pub host: Arc<dyn HostCalls>,
-    /// The host's runtime, where host imports run (the guest runs on its own threads).
+    /// Where host imports run when the call is not on the guest threads of normal
+    /// priority (see `bindings`).
     pub host_runtime: Handle,
+    /// The guest threads of normal priority, where host imports run within the call.
+    pub normal_threads: NormalThreads,
     /// Told how each call went.
     pub observer: Option<Arc<dyn CallObserver>>,
     /// The plugin's CPU budget.
@@ -149,6 +153,7 @@ async fn run(
         limiter: CallLimiter::new(setup.limits.memory_bytes),
         host: setup.host,
         host_runtime: setup.host_runtime,
+        normal_threads: setup.normal_threads,
         log: setup.log.clone(),
         subject,
         clock: GuestClock::start(),

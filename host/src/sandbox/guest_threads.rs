@@ -103,6 +103,17 @@ pub struct GuestThreads {
 /// Where the next [`GuestThreads`] takes its id from (0 is no set's).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The threads of normal priority of one [`GuestThreads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormalThreads(u64);
+
+impl NormalThreads {
+    /// Whether the calling thread is one of them.
+    pub fn include_current(self) -> bool {
+        NORMAL_THREAD_OF.get() == self.0
+    }
+}
+
 thread_local! {
     /// The id of the [`GuestThreads`] whose normal-priority worker this thread is, if any.
     static NORMAL_THREAD_OF: Cell<u64> = const { Cell::new(0) };
@@ -135,7 +146,8 @@ impl GuestThreads {
         })
     }
 
-    /// Runs `work` in a task of its own on a guest thread of `priority`.
+    /// Runs `work` on a guest thread of `priority`. Spawned from a thread of that
+    /// runtime, it is queued on the spawning thread, with no wake-up of another.
     fn spawn<F>(&self, priority: Priority, work: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -150,10 +162,9 @@ impl GuestThreads {
     ///
     /// Asked from one of these threads of normal priority (a plugin's controller), work
     /// at that priority runs within the asking task until it moves, rather than in a
-    /// task of its own: a spawned task would often wake another worker to steal it, a
-    /// cost (in a virtual machine) as large again as the rest of a small guest's call
-    /// (BENCHMARKS.md, "One sandboxed call"). A panic is caught all the same, and returned as
-    /// [`Unfinished::Panicked`].
+    /// task of its own: a spawned task would often wake another worker to steal it, and
+    /// in a virtual machine that wake-up costs more than a small guest's whole call. A
+    /// panic is caught all the same, and returned as [`Unfinished::Panicked`].
     pub async fn run<F>(
         &self,
         priority: Priority,
@@ -183,7 +194,7 @@ impl GuestThreads {
                 }
             }
         };
-        if NORMAL_THREAD_OF.get() == self.id {
+        if self.normal_threads().include_current() {
             AssertUnwindSafe(until_done)
                 .catch_unwind()
                 .await
@@ -191,6 +202,11 @@ impl GuestThreads {
         } else {
             self.spawn(Priority::Normal, until_done).await?
         }
+    }
+
+    /// Its threads of normal priority.
+    pub fn normal_threads(&self) -> NormalThreads {
+        NormalThreads(self.id)
     }
 
     /// A handle to the runtime of `priority`.

@@ -1,0 +1,158 @@
+//! Where a call runs: asked for by a plugin's controller on the guest threads, within
+//! the controller's own reconcile task, host calls included; once demoted, on the
+//! demoted threads, its host calls handed back to normal priority.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kubewasm::reconciler::{
+    EventType, HostCalls, HostError, ObjectRef, ReconcileError, Reconciler,
+};
+use kubewasm::sandbox::{Limits, PluginOptions, Sandbox, WasmPlugin};
+use kubewasm_tests::plugins::test_guest_bytes;
+use serde_json::json;
+
+/// Where a piece of work ran: its thread's name and its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Place {
+    thread: String,
+    task: Option<tokio::task::Id>,
+}
+
+impl Place {
+    fn here() -> Self {
+        Self {
+            thread: std::thread::current()
+                .name()
+                .unwrap_or_default()
+                .to_string(),
+            task: tokio::task::try_id(),
+        }
+    }
+}
+
+/// Host calls that record where `get` ran, and find nothing.
+#[derive(Default)]
+struct RecordingHost(Mutex<Option<Place>>);
+
+impl RecordingHost {
+    fn get_ran_at(&self) -> Place {
+        self.0
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the guest called get")
+    }
+}
+
+fn refused() -> HostError {
+    HostError::Forbidden("not in this test".into())
+}
+
+#[async_trait::async_trait]
+impl HostCalls for RecordingHost {
+    async fn get(&self, _: ObjectRef) -> Result<String, HostError> {
+        *self.0.lock().unwrap() = Some(Place::here());
+        Err(HostError::NotFound("nothing here".into()))
+    }
+    async fn list(
+        &self,
+        _: String,
+        _: String,
+        _: Option<String>,
+        _: Option<String>,
+    ) -> Result<String, HostError> {
+        Err(refused())
+    }
+    async fn apply(&self, _: String) -> Result<String, HostError> {
+        Err(refused())
+    }
+    async fn patch_status(&self, _: ObjectRef, _: String) -> Result<String, HostError> {
+        Err(refused())
+    }
+    async fn create(&self, _: String) -> Result<String, HostError> {
+        Err(refused())
+    }
+    async fn delete(&self, _: ObjectRef) -> Result<(), HostError> {
+        Err(refused())
+    }
+    async fn publish_event(&self, _: EventType, _: String, _: String) {}
+    fn subject(&self) -> String {
+        "default/subject".into()
+    }
+}
+
+/// The misbehave guest with a budget of a whole core (so that a debt is paid quickly).
+async fn misbehave() -> Arc<WasmPlugin> {
+    let sandbox = Sandbox::new(kubewasm_tests::sandbox_config()).expect("a sandbox");
+    let options = PluginOptions {
+        limits: Limits {
+            cpu_millicores: 1000,
+            ..Limits::default()
+        },
+        ..Default::default()
+    };
+    let (plugin, _) = sandbox
+        .load("test", test_guest_bytes("misbehave"), options)
+        .await
+        .expect("the plugin loads");
+    Arc::new(plugin)
+}
+
+/// Applies the `get` behaviour from a task on the plugin's own runtime, as its
+/// controller does; returns where that task ran, where the host call ran, and what the
+/// guest made of the call.
+async fn get_from_the_controller(plugin: &Arc<WasmPlugin>) -> (Place, Place, String) {
+    let runtime = plugin
+        .runtime()
+        .expect("a sandboxed plugin names the runtime of its controller");
+    let host = Arc::new(RecordingHost::default());
+    let (caller, reported) = runtime
+        .spawn({
+            let (plugin, host) = (plugin.clone(), host.clone());
+            async move {
+                let object = json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "subject", "namespace": "default"},
+                    "data": {"behaviour": "get", "name": "elsewhere"},
+                });
+                let result = plugin.apply(&object.to_string(), host).await;
+                (Place::here(), result)
+            }
+        })
+        .await
+        .expect("the controller's task finishes");
+    let reported = match reported {
+        Err(ReconcileError::Reported { message, .. }) => message,
+        other => panic!("expected the guest's report, got {other:?}"),
+    };
+    (caller, host.get_ran_at(), reported)
+}
+
+#[tokio::test]
+async fn a_call_and_its_host_calls_run_within_the_controllers_task() {
+    let plugin = misbehave().await;
+    let (caller, host_call, reported) = get_from_the_controller(&plugin).await;
+    assert_eq!(caller.thread, "kubewasm-guest");
+    assert!(reported.contains("NotFound"), "{reported}");
+    assert_eq!(host_call, caller, "no task of its own, no other thread");
+}
+
+#[tokio::test]
+async fn host_calls_of_a_demoted_call_run_at_normal_priority() {
+    let plugin = misbehave().await;
+    // 100 ms past the 200 ms burst: the plugin is in debt, so its next call pays 100 ms
+    // and runs demoted.
+    plugin.charge_host_time(Duration::from_millis(300));
+    let (caller, host_call, reported) = get_from_the_controller(&plugin).await;
+    assert!(reported.contains("NotFound"), "{reported}");
+    assert_eq!(
+        host_call.thread, "kubewasm-guest",
+        "not on the demoted threads"
+    );
+    assert_ne!(
+        host_call.task, caller.task,
+        "handed from the demoted threads to a task of its own"
+    );
+}
