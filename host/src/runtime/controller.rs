@@ -248,8 +248,9 @@ struct ScopeContext {
     stopping: CancellationToken,
 }
 
-/// Reconciles one object, and charges the host's CPU time on it to the plugin's budget
-/// (its guest's own time is charged by the sandbox, in a task of its own).
+/// Reconciles one object, and charges the host's CPU time on it to the plugin's budget.
+/// Its guest's own time is charged by the sandbox, whose clock this meter leaves out
+/// when the call runs within this task (see `thread_cpu`).
 async fn reconcile(
     object: Arc<DynamicObject>,
     context: Arc<ScopeContext>,
