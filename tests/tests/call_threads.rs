@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kubewasm::memory_host::MemoryHost;
 use kubewasm::reconciler::{
     EventType, HostCalls, HostError, ObjectRef, ReconcileError, Reconciler,
 };
@@ -31,13 +32,22 @@ impl Place {
     }
 }
 
-/// Host calls that record where `get` ran, and find nothing.
-#[derive(Default)]
-struct RecordingHost(Mutex<Option<Place>>);
+/// The in-memory host, recording where `get` ran.
+struct RecordingHost {
+    memory: Arc<MemoryHost>,
+    get_ran_at: Mutex<Option<Place>>,
+}
 
 impl RecordingHost {
+    fn new() -> Self {
+        Self {
+            memory: MemoryHost::new("default/subject"),
+            get_ran_at: Mutex::new(None),
+        }
+    }
+
     fn get_ran_at(&self) -> Place {
-        self.0
+        self.get_ran_at
             .lock()
             .unwrap()
             .clone()
@@ -45,40 +55,40 @@ impl RecordingHost {
     }
 }
 
-fn refused() -> HostError {
-    HostError::Forbidden("not in this test".into())
-}
-
 #[async_trait::async_trait]
 impl HostCalls for RecordingHost {
-    async fn get(&self, _: ObjectRef) -> Result<String, HostError> {
-        *self.0.lock().unwrap() = Some(Place::here());
-        Err(HostError::NotFound("nothing here".into()))
+    async fn get(&self, target: ObjectRef) -> Result<String, HostError> {
+        *self.get_ran_at.lock().unwrap() = Some(Place::here());
+        self.memory.get(target).await
     }
     async fn list(
         &self,
-        _: String,
-        _: String,
-        _: Option<String>,
-        _: Option<String>,
+        api_version: String,
+        kind: String,
+        namespace: Option<String>,
+        selector: Option<String>,
     ) -> Result<String, HostError> {
-        Err(refused())
+        self.memory
+            .list(api_version, kind, namespace, selector)
+            .await
     }
-    async fn apply(&self, _: String) -> Result<String, HostError> {
-        Err(refused())
+    async fn apply(&self, object: String) -> Result<String, HostError> {
+        self.memory.apply(object).await
     }
-    async fn patch_status(&self, _: ObjectRef, _: String) -> Result<String, HostError> {
-        Err(refused())
+    async fn patch_status(&self, target: ObjectRef, status: String) -> Result<String, HostError> {
+        self.memory.patch_status(target, status).await
     }
-    async fn create(&self, _: String) -> Result<String, HostError> {
-        Err(refused())
+    async fn create(&self, object: String) -> Result<String, HostError> {
+        self.memory.create(object).await
     }
-    async fn delete(&self, _: ObjectRef) -> Result<(), HostError> {
-        Err(refused())
+    async fn delete(&self, target: ObjectRef) -> Result<(), HostError> {
+        self.memory.delete(target).await
     }
-    async fn publish_event(&self, _: EventType, _: String, _: String) {}
+    async fn publish_event(&self, event_type: EventType, reason: String, note: String) {
+        self.memory.publish_event(event_type, reason, note).await
+    }
     fn subject(&self) -> String {
-        "default/subject".into()
+        self.memory.subject()
     }
 }
 
@@ -106,7 +116,7 @@ async fn get_from_the_controller(plugin: &Arc<WasmPlugin>) -> (Place, Place, Str
     let runtime = plugin
         .runtime()
         .expect("a sandboxed plugin names the runtime of its controller");
-    let host = Arc::new(RecordingHost::default());
+    let host = Arc::new(RecordingHost::new());
     let (caller, reported) = runtime
         .spawn({
             let (plugin, host) = (plugin.clone(), host.clone());
