@@ -146,8 +146,7 @@ impl GuestThreads {
         })
     }
 
-    /// Runs `work` on a guest thread of `priority`. Spawned from a thread of that
-    /// runtime, it is queued on the spawning thread, with no wake-up of another.
+    /// Runs `work` in a task of its own on a guest thread of `priority`.
     fn spawn<F>(&self, priority: Priority, work: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -162,9 +161,10 @@ impl GuestThreads {
     ///
     /// Asked from one of these threads of normal priority (a plugin's controller), work
     /// at that priority runs within the asking task until it moves, rather than in a
-    /// task of its own: a spawned task would often wake another worker to steal it, and
-    /// in a virtual machine that wake-up costs more than a small guest's whole call. A
-    /// panic is caught all the same, and returned as [`Unfinished::Panicked`].
+    /// task of its own: a spawned task would often wake another worker to steal it, a
+    /// cost (in a virtual machine) as large again as the rest of a small guest's call
+    /// (BENCHMARKS.md, "One sandboxed call"). A panic is caught all the same, and
+    /// returned as [`Unfinished::Panicked`].
     pub async fn run<F>(
         &self,
         priority: Priority,
