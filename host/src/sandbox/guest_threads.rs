@@ -95,7 +95,7 @@ impl From<JoinError> for Unfinished {
 #[derive(Debug)]
 pub struct GuestThreads {
     /// Tells this set's threads of normal priority from any other's.
-    id: u64,
+    normal_threads: NormalThreads,
     normal: Option<Runtime>,
     demoted: Option<Runtime>,
 }
@@ -137,7 +137,7 @@ impl GuestThreads {
             set_nice(GUEST_NICE);
         };
         Ok(Self {
-            id,
+            normal_threads: NormalThreads(id),
             normal: Some(runtime("kubewasm-guest", Box::new(normal_thread))?),
             demoted: Some(runtime(
                 "kubewasm-guest-demoted",
@@ -206,7 +206,7 @@ impl GuestThreads {
 
     /// Its threads of normal priority.
     pub fn normal_threads(&self) -> NormalThreads {
-        NormalThreads(self.id)
+        self.normal_threads
     }
 
     /// A handle to the runtime of `priority`.
