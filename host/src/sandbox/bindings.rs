@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::Either;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::reconciler::{self, HostCalls, HostError};
 use crate::thread_cpu::Metered;
@@ -77,7 +78,8 @@ impl CallState {
         let work = if self.normal_threads.include_current() {
             Either::Left(Metered::new(work).map(|(output, _uncharged)| Ok(output)))
         } else {
-            Either::Right(self.host_runtime.spawn(work))
+            // Dropped with the call (its plugin stopped), the request goes too.
+            Either::Right(AbortOnDropHandle::new(self.host_runtime.spawn(work)))
         };
         async move {
             let result = work.await;

@@ -23,7 +23,8 @@ use std::task::Poll;
 
 use futures::FutureExt;
 use tokio::runtime::{Builder, Handle, Runtime};
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinError;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How much lower than the host's the priority of guest threads is (Linux nice).
 pub const GUEST_NICE: i32 = 10;
@@ -146,13 +147,14 @@ impl GuestThreads {
         })
     }
 
-    /// Runs `work` in a task of its own on a guest thread of `priority`.
-    fn spawn<F>(&self, priority: Priority, work: F) -> JoinHandle<F::Output>
+    /// Runs `work` in a task of its own on a guest thread of `priority`, which is
+    /// aborted if the handle is dropped before it finishes.
+    fn spawn<F>(&self, priority: Priority, work: F) -> AbortOnDropHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.runtime(priority).spawn(work)
+        AbortOnDropHandle::new(self.runtime(priority).spawn(work))
     }
 
     /// Runs `work` on a guest thread of `priority` to the end. Work started at
@@ -165,6 +167,9 @@ impl GuestThreads {
     /// cost (in a virtual machine) as large again as the rest of a small guest's call
     /// (BENCHMARKS.md, "One sandboxed call"). A panic is caught all the same, and
     /// returned as [`Unfinished::Panicked`].
+    ///
+    /// Dropping the returned future cancels the work wherever it runs, moved or not: a
+    /// reconcile cancelled when its plugin stops takes its call with it.
     pub async fn run<F>(
         &self,
         priority: Priority,
@@ -190,7 +195,9 @@ impl GuestThreads {
                 Some(output) => Ok(output),
                 None => {
                     demotion.record_move();
-                    demoted.spawn(work).await.map_err(Unfinished::from)
+                    AbortOnDropHandle::new(demoted.spawn(work))
+                        .await
+                        .map_err(Unfinished::from)
                 }
             }
         };
@@ -407,6 +414,92 @@ mod tests {
         match result {
             Err(Unfinished::Panicked(message)) => assert_eq!(message, "deliberate panic"),
             other => panic!("expected the panic, got {other:?}"),
+        }
+    }
+
+    /// Sets its flag when dropped.
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts work that never ends through `run`, drops the run once the work has
+    /// started on the thread it was headed for, and says whether the work was dropped
+    /// (within a deadline: an aborted task is dropped by its own runtime).
+    async fn cancelled_when_dropped(
+        threads: Arc<GuestThreads>,
+        priority: Priority,
+        demotion: Demotion,
+    ) -> (String, bool) {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let (started, on_thread) = tokio::sync::oneshot::channel();
+        let work = async move {
+            let _flag = flag;
+            // A wait, at which a requested move happens.
+            tokio::task::yield_now().await;
+            let name = std::thread::current()
+                .name()
+                .unwrap_or_default()
+                .to_string();
+            let _ = started.send(name);
+            std::future::pending::<()>().await;
+        };
+        let thread = tokio::select! {
+            _ = threads.run(priority, demotion, work) => unreachable!("the work never ends"),
+            name = on_thread => name.expect("the work started"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !dropped.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        (thread, dropped.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn dropping_a_run_cancels_its_work_wherever_it_runs() {
+        let threads = Arc::new(GuestThreads::new().unwrap());
+        let moving = || {
+            let demotion = Demotion::default();
+            demotion.request();
+            demotion
+        };
+        let cases = [
+            (
+                "moved, asked from a guest thread",
+                from_a_guest_thread(&threads, move |threads| {
+                    cancelled_when_dropped(threads, Priority::Normal, moving())
+                })
+                .await,
+                "kubewasm-guest-demoted",
+            ),
+            (
+                "moved, asked from outside",
+                cancelled_when_dropped(threads.clone(), Priority::Normal, moving()).await,
+                "kubewasm-guest-demoted",
+            ),
+            (
+                "demoted from the start",
+                cancelled_when_dropped(threads.clone(), Priority::Demoted, Demotion::default())
+                    .await,
+                "kubewasm-guest-demoted",
+            ),
+            (
+                "at normal priority, asked from outside",
+                cancelled_when_dropped(threads.clone(), Priority::Normal, Demotion::default())
+                    .await,
+                "kubewasm-guest",
+            ),
+        ];
+        for (case, (thread, dropped), expected_thread) in cases {
+            assert_eq!(thread, expected_thread, "{case}");
+            assert!(
+                dropped,
+                "{case}: the work runs on after its run was dropped"
+            );
         }
     }
 
