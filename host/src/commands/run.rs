@@ -42,7 +42,8 @@ pub struct RunArgs {
     /// Milliseconds of quiet after a file change before it is applied.
     #[arg(long, default_value_t = 20)]
     pub reload_debounce_ms: u64,
-    /// Seconds shutdown waits for running reconciles.
+    /// Seconds running reconciles may take to finish when the host shuts down, or their
+    /// plugin stops or moves to new watches; those still running then are cancelled.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
     #[command(flatten)]

@@ -278,7 +278,6 @@ impl PluginDir {
     /// Stops plugin `name` (its files are gone). Objects that still carry its
     /// finalizer are reported: they cannot be deleted until the plugin is drained.
     pub async fn unload(&self, name: &str) -> Result<(), PluginError> {
-        let mut loaded = self.loaded.lock().await;
         if let Some((finalizer, holders)) = self.runtime.finalizer_holders(name).await
             && holders > 0
         {
@@ -291,8 +290,14 @@ impl PluginDir {
                  run cleanup on every object and remove the finalizer, then remove it again"
             );
         }
-        loaded.remove(name);
-        self.runtime.stop_plugin(name).await?;
+        let stopping = {
+            let mut loaded = self.loaded.lock().await;
+            loaded.remove(name);
+            self.runtime.remove_plugin(name).await?
+        };
+        // Not under the lock: its running reconciles may take up to the shutdown grace,
+        // and other plugins' changes (or this one's return) go on meanwhile.
+        stopping.await;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -153,8 +153,11 @@ impl ScopeController {
         let _ = self.requeue_all.send(());
     }
 
-    /// Stops taking new work and waits for running reconciles to finish.
-    pub async fn stop(self) {
+    /// Stops taking new work and waits up to `grace` for running reconciles to finish.
+    /// Those still running then are cancelled where they stand (a guest's call with
+    /// them), so that a plugin whose calls never end still stops: the object is
+    /// reconciled afresh by whichever controller takes it next.
+    pub async fn stop(mut self, grace: Duration) {
         self.shutdown.cancel();
         if !self.watch.is_synced() {
             // kube-runtime holds a controller's reconciles until its store is ready, and
@@ -163,7 +166,20 @@ impl ScopeController {
             // for ever. No reconcile can have started, so there is nothing to wait for.
             self.task.abort();
         }
-        if let Err(err) = self.task.await
+        let ended = match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::warn!(
+                    watch = %self.watch.key(),
+                    "reconciles still running {grace:?} after their controller stopped; \
+                     cancelling them"
+                );
+                // Dropping kube-runtime's applier aborts the reconciles' tasks.
+                self.task.abort();
+                (&mut self.task).await
+            }
+        };
+        if let Err(err) = ended
             && err.is_panic()
         {
             tracing::error!("a controller task panicked: {err}");

@@ -22,6 +22,7 @@ use arc_swap::ArcSwap;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::grant::Grant;
 use crate::ops::metrics::Metrics;
@@ -38,7 +39,9 @@ pub use watches::{WatchKey, Watches};
 pub struct RuntimeOptions {
     /// Objects per page of a watch's initial list.
     pub page_size: u32,
-    /// How long shutdown waits for running reconciles.
+    /// How long running reconciles may take to finish when their controller stops (the
+    /// host shuts down, the plugin is removed, or a new version moves it to other
+    /// watches); those still running then are cancelled.
     pub shutdown_grace: Duration,
     /// Reported as the Events' reporting instance (default: the host name).
     pub instance: Option<String>,
@@ -91,6 +94,8 @@ pub struct Runtime {
     options: RuntimeOptions,
     shutdown: CancellationToken,
     plugins: Mutex<HashMap<String, RunningPlugin>>,
+    /// Controllers replaced by a plugin's new version, stopping in the background.
+    draining: TaskTracker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -126,6 +131,7 @@ impl Runtime {
             options,
             shutdown: CancellationToken::new(),
             plugins: Mutex::new(HashMap::new()),
+            draining: TaskTracker::new(),
         }))
     }
 
@@ -273,9 +279,11 @@ impl Runtime {
     }
 
     /// Replaces plugin `name`'s logic and grant atomically: reconciles already running
-    /// finish on the old version, new ones use the new. When the watched kind, selector
-    /// or namespaces changed, its controllers move to the new watches. Every object is
-    /// then requeued so that the new logic converges them.
+    /// finish on the old version, new ones use the new. When the watched kind, selector,
+    /// namespaces or concurrency changed, its controllers move to the new watches; the
+    /// old ones stop in the background (see [`Runtime::stop_plugin`]), so that neither
+    /// this call nor any other plugin waits for their reconciles. Every object is then
+    /// requeued so that the new logic converges them.
     pub async fn update_plugin(
         &self,
         name: &str,
@@ -307,9 +315,10 @@ impl Runtime {
             let new_controllers = self.spawn_controllers(&running.shared, &watch_keys);
             let old = std::mem::replace(&mut running.controllers, new_controllers);
             running.watch_keys = watch_keys;
-            for controller in old {
-                controller.stop().await;
-            }
+            // In the background: the old controllers' reconciles may take up to the
+            // grace to finish, and no other plugin waits for them.
+            self.draining
+                .spawn(stop_controllers(old, self.options.shutdown_grace));
             tracing::info!(
                 plugin = name,
                 generation,
@@ -369,49 +378,55 @@ impl Runtime {
         Ok(())
     }
 
-    /// Stops plugin `name`, letting its running reconciles finish.
+    /// Stops plugin `name`, letting its running reconciles finish within the shutdown
+    /// grace; those still running then are cancelled.
     pub async fn stop_plugin(&self, name: &str) -> Result<(), RuntimeError> {
-        let running = self
-            .plugins
-            .lock()
-            .await
-            .remove(name)
-            .ok_or_else(|| RuntimeError::NotRunning(name.to_string()))?;
-        for controller in running.controllers {
-            controller.stop().await;
-        }
-        self.metrics
-            .plugins
-            .set(self.plugins.lock().await.len() as i64);
-        tracing::info!(plugin = name, "plugin stopped");
+        self.remove_plugin(name).await?.await;
         Ok(())
     }
 
-    /// Stops taking work and waits (at most the shutdown grace) for running reconciles.
+    /// Removes plugin `name` at once (the name is free for a new start from here on)
+    /// and returns its stopping, as [`Runtime::stop_plugin`], for the caller to await.
+    pub async fn remove_plugin(
+        &self,
+        name: &str,
+    ) -> Result<impl Future<Output = ()> + Send + use<>, RuntimeError> {
+        let mut plugins = self.plugins.lock().await;
+        let running = plugins
+            .remove(name)
+            .ok_or_else(|| RuntimeError::NotRunning(name.to_string()))?;
+        self.metrics.plugins.set(plugins.len() as i64);
+        let grace = self.options.shutdown_grace;
+        let name = name.to_string();
+        Ok(async move {
+            stop_controllers(running.controllers, grace).await;
+            tracing::info!(plugin = name, "plugin stopped");
+        })
+    }
+
+    /// Stops taking work and waits (at most the shutdown grace) for running reconciles,
+    /// cancelling those still running then.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let plugins: Vec<RunningPlugin> = self
+        let controllers: Vec<ScopeController> = self
             .plugins
             .lock()
             .await
             .drain()
-            .map(|(_, plugin)| plugin)
+            .flat_map(|(_, plugin)| plugin.controllers)
             .collect();
-        let stopping = async {
-            for plugin in plugins {
-                for controller in plugin.controllers {
-                    controller.stop().await;
-                }
-            }
-        };
-        if tokio::time::timeout(self.options.shutdown_grace, stopping)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "reconciles still running after {:?}; shutting down without them",
-                self.options.shutdown_grace
-            );
-        }
+        stop_controllers(controllers, self.options.shutdown_grace).await;
+        self.draining.close();
+        self.draining.wait().await;
     }
+}
+
+/// Stops `controllers` together, each given `grace` for its running reconciles.
+async fn stop_controllers(controllers: Vec<ScopeController>, grace: Duration) {
+    futures::future::join_all(
+        controllers
+            .into_iter()
+            .map(|controller| controller.stop(grace)),
+    )
+    .await;
 }

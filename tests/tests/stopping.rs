@@ -1,0 +1,232 @@
+//! Stopping a plugin whose reconciles never end, on a real API server: its running
+//! reconciles get the shutdown grace, then are cancelled (a guest's call with them),
+//! and no other plugin waits for them meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use kubewasm::grant::Grant;
+use kubewasm::ops::metrics::Metrics;
+use kubewasm::reconciler::{Action, Description, HostCalls, ReconcileError, Reconciler};
+use kubewasm::runtime::{Runtime, RuntimeOptions};
+use kubewasm::sandbox::{Limits, PluginOptions, Sandbox};
+use kubewasm_tests::host::config_map_grant;
+use kubewasm_tests::plugins::test_guest_bytes;
+use kubewasm_tests::{admin_client, admin_config, test_namespace, wait};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Counts when dropped.
+struct CountOnDrop(Arc<AtomicUsize>);
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A plugin whose every reconcile waits for ever; counts those started and those
+/// dropped unfinished (cancelled).
+#[derive(Default)]
+struct Stuck {
+    started: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Stuck {
+    fn description(&self) -> &Description {
+        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
+        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
+    }
+
+    async fn apply(&self, _: &str, _: Arc<dyn HostCalls>) -> Result<Action, ReconcileError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let _cancelled = CountOnDrop(self.cancelled.clone());
+        std::future::pending().await
+    }
+
+    async fn cleanup(&self, _: &str, _: Arc<dyn HostCalls>) -> Result<Action, ReconcileError> {
+        Ok(Action::AwaitChange)
+    }
+}
+
+/// Counts its reconciles, which end at once.
+#[derive(Default)]
+struct Counting(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Reconciler for Counting {
+    fn description(&self) -> &Description {
+        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
+        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
+    }
+
+    async fn apply(&self, _: &str, _: Arc<dyn HostCalls>) -> Result<Action, ReconcileError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(Action::AwaitChange)
+    }
+
+    async fn cleanup(&self, _: &str, _: Arc<dyn HostCalls>) -> Result<Action, ReconcileError> {
+        Ok(Action::AwaitChange)
+    }
+}
+
+fn runtime_with_grace(config: kube::Config, grace: Duration) -> anyhow::Result<Arc<Runtime>> {
+    let options = RuntimeOptions {
+        shutdown_grace: grace,
+        ..RuntimeOptions::default()
+    };
+    Ok(Runtime::new(config, options, Arc::new(Metrics::new()))?)
+}
+
+/// A fresh namespace holding one ConfigMap, whose data is `data`.
+async fn namespace_with_object(prefix: &str, data: &[(&str, &str)]) -> anyhow::Result<String> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, prefix).await?;
+    let object = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("subject".into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client, &namespace)
+        .create(&PostParams::default(), &object)
+        .await?;
+    Ok(namespace)
+}
+
+async fn until_counted(what: &str, counter: &AtomicUsize, at_least: usize) -> anyhow::Result<()> {
+    wait::until(what, WAIT, || {
+        let done = counter.load(Ordering::SeqCst) >= at_least;
+        async move { Ok(done.then_some(())) }
+    })
+    .await
+}
+
+fn active_workers(runtime: &Runtime, plugin: &str) -> i64 {
+    runtime
+        .metrics()
+        .active_workers
+        .get_or_create(&Metrics::controller(plugin))
+        .get()
+}
+
+/// Cancelled reconciles are dropped by their runtime soon after the stop returns.
+async fn until_no_active_workers(runtime: &Runtime, plugin: &str) -> anyhow::Result<()> {
+    wait::until("no reconcile of the plugin left running", WAIT, || {
+        let idle = active_workers(runtime, plugin) == 0;
+        async move { Ok(idle.then_some(())) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_reconcile_that_never_ends_is_cancelled_once_the_grace_is_over() -> anyhow::Result<()> {
+    let namespace = namespace_with_object("stuck", &[]).await?;
+    let runtime = runtime_with_grace(admin_config().await?, Duration::from_secs(1))?;
+    let stuck = Arc::new(Stuck::default());
+    let grant = Grant::parse(&config_map_grant(&namespace), "test")?;
+    runtime.start_plugin("stuck", stuck.clone(), grant).await?;
+    until_counted("the reconcile to start", &stuck.started, 1).await?;
+
+    tokio::time::timeout(WAIT, runtime.stop_plugin("stuck"))
+        .await
+        .map_err(|_| anyhow::anyhow!("stopping waited for a reconcile that never ends"))??;
+    until_counted("the reconcile to be cancelled", &stuck.cancelled, 1).await?;
+    until_no_active_workers(&runtime, "stuck").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_moving_to_new_watches_holds_up_neither_its_update_nor_other_plugins()
+-> anyhow::Result<()> {
+    let namespace = namespace_with_object("moving", &[]).await?;
+    let other_namespace = namespace_with_object("other", &[]).await?;
+    // A grace far longer than the test: the old controller's reconcile stays running.
+    let runtime = runtime_with_grace(admin_config().await?, Duration::from_secs(3600))?;
+    let stuck = Arc::new(Stuck::default());
+    let grant = |namespace: &str, extra: &str| {
+        Grant::parse(&format!("{}{extra}", config_map_grant(namespace)), "test")
+    };
+    runtime
+        .start_plugin("moving", stuck.clone(), grant(&namespace, "")?)
+        .await?;
+    until_counted("the reconcile to start", &stuck.started, 1).await?;
+
+    // A new concurrency means new controllers; the old one drains in the background.
+    let update = runtime.update_plugin(
+        "moving",
+        stuck.clone(),
+        grant(&namespace, "limits: {concurrency: 2}\n")?,
+    );
+    tokio::time::timeout(WAIT, update)
+        .await
+        .map_err(|_| anyhow::anyhow!("the update waited for the old reconcile"))??;
+    let other = Arc::new(Counting::default());
+    let start = runtime.start_plugin("other", other.clone(), grant(&other_namespace, "")?);
+    tokio::time::timeout(WAIT, start)
+        .await
+        .map_err(|_| anyhow::anyhow!("starting another plugin waited for the old reconcile"))??;
+    until_counted("the other plugin's reconcile", &other.0, 1).await?;
+    assert_eq!(
+        stuck.cancelled.load(Ordering::SeqCst),
+        0,
+        "the old reconcile is given its grace, not cancelled at once"
+    );
+    runtime.stop_plugin("other").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_looping_guest_is_cancelled_when_its_plugin_stops() -> anyhow::Result<()> {
+    let namespace = namespace_with_object("looping", &[("behaviour", "loop")]).await?;
+    let runtime = runtime_with_grace(admin_config().await?, Duration::from_secs(1))?;
+    let sandbox = Sandbox::new(kubewasm_tests::sandbox_config())?;
+    // A minute of guest time at a tenth of a core: ten minutes a call, unless cancelled.
+    let options = PluginOptions {
+        limits: Limits {
+            timeout: Duration::from_secs(60),
+            ..Limits::default()
+        },
+        ..PluginOptions::default()
+    };
+    let (plugin, _) = sandbox
+        .load("looping", test_guest_bytes("misbehave"), options)
+        .await?;
+    let plugin = Arc::new(plugin);
+    let grant = || Grant::parse(&config_map_grant(&namespace), "test");
+    runtime
+        .start_plugin("looping", plugin.clone(), grant()?)
+        .await?;
+    wait::until("the looping call to start", WAIT, || {
+        let running = active_workers(&runtime, "looping") == 1;
+        async move { Ok(running.then_some(())) }
+    })
+    .await?;
+
+    tokio::time::timeout(WAIT, runtime.stop_plugin("looping"))
+        .await
+        .map_err(|_| anyhow::anyhow!("stopping waited for the looping call"))??;
+    until_no_active_workers(&runtime, "looping").await?;
+    // The sandbox serves the plugin's next calls as before.
+    let object = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "fine", "namespace": namespace},
+        "data": {"behaviour": "ok"},
+    });
+    let host = kubewasm::memory_host::MemoryHost::new("test/fine");
+    let action = plugin.apply(&object.to_string(), host).await?;
+    assert_eq!(action, Action::AwaitChange);
+    Ok(())
+}
