@@ -526,3 +526,96 @@ async fn a_plugin_whose_watch_cannot_list_stops_at_once() -> anyhow::Result<()> 
     assert_eq!(recorder.reconciles.load(Ordering::SeqCst), 0);
     Ok(())
 }
+
+/// Holds every reconcile until let through.
+struct Gate {
+    entered: AtomicUsize,
+    through: tokio::sync::Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            entered: AtomicUsize::new(0),
+            through: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Gate {
+    fn description(&self) -> &Description {
+        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
+        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
+    }
+
+    async fn apply(
+        &self,
+        _: &str,
+        _: Arc<dyn HostCalls>,
+    ) -> Result<ReconcileAction, ReconcileError> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.through
+            .acquire()
+            .await
+            .expect("the gate is never closed")
+            .forget();
+        Ok(ReconcileAction::AwaitChange)
+    }
+
+    async fn cleanup(
+        &self,
+        _: &str,
+        _: Arc<dyn HostCalls>,
+    ) -> Result<ReconcileAction, ReconcileError> {
+        Ok(ReconcileAction::AwaitChange)
+    }
+}
+
+#[tokio::test]
+async fn objects_waiting_behind_a_plugins_concurrency_show_in_its_workqueue_depth()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "depth").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Runtime::new(
+        kubewasm_tests::admin_config().await?,
+        RuntimeOptions::default(),
+        metrics.clone(),
+    )?;
+    let depth = || {
+        metrics
+            .workqueue_depth
+            .get_or_create(&kubewasm::ops::metrics::QueueLabels {
+                name: "gated".into(),
+            })
+            .get()
+    };
+    let gate = Arc::new(Gate::default());
+    let grant = format!(
+        "{}limits: {{concurrency: 1}}\n",
+        config_map_grant(&namespace)
+    );
+    runtime
+        .start_plugin("gated", gate.clone(), Grant::parse(&grant, "test")?)
+        .await?;
+    for name in ["one", "two", "three", "four"] {
+        api.create(&PostParams::default(), &config_map(name, &[]))
+            .await?;
+    }
+    // One reconcile held in the plugin, three objects queued behind it in
+    // kube-runtime's scheduler.
+    wait::until("three objects waiting", WAIT, || async {
+        Ok((gate.entered.load(Ordering::SeqCst) == 1 && depth() == 3).then_some(()))
+    })
+    .await?;
+    gate.through.add_permits(4);
+    wait::until("every object reconciled and none waiting", WAIT, || async {
+        Ok((gate.entered.load(Ordering::SeqCst) == 4 && depth() == 0).then_some(()))
+    })
+    .await?;
+    runtime.stop_plugin("gated").await?;
+    assert_eq!(depth(), 0, "a stopped plugin has nothing waiting");
+    Ok(())
+}

@@ -107,7 +107,8 @@ pub struct Metrics {
     pub active_workers: Family<ControllerLabels, Gauge>,
     /// `controller_runtime_max_concurrent_reconciles`.
     pub max_concurrent: Family<ControllerLabels, Gauge>,
-    /// `workqueue_depth`: reconciles waiting for one of the plugin's slots.
+    /// `workqueue_depth`: objects woken and not yet reconciled, queued in kube-runtime's
+    /// scheduler or waiting for one of the plugin's slots.
     pub workqueue_depth: Family<QueueLabels, Gauge>,
     /// `kubewasm_watches`: open watch streams.
     pub watches: Gauge,

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use super::backlog::Backlog;
 use super::backoff;
 use super::host_calls::KubeHostCalls;
 use super::plugin::{PluginShared, PluginVersion};
@@ -63,6 +64,8 @@ impl From<finalizer::Error<ReconcileError>> for ReconcileFailure {
 pub struct ScopeController {
     /// The shared watch, held open for as long as the controller runs.
     watch: Arc<SharedWatch>,
+    filter: Option<Selector>,
+    backlog: Arc<Backlog>,
     requeue_all: mpsc::UnboundedSender<()>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -80,10 +83,15 @@ impl ScopeController {
         shutdown: CancellationToken,
     ) -> Self {
         let (requeue_all, requeue_rx) = mpsc::unbounded_channel();
-        // A shared watch may have listed its objects before this controller subscribed:
-        // those already in its store are queued once at the start (the subscription,
-        // opened first, brings everything after).
-        let _ = requeue_all.send(());
+        let backlog = Arc::new(Backlog::new(
+            plugin
+                .metrics
+                .workqueue_depth
+                .get_or_create(&QueueLabels {
+                    name: plugin.name.clone(),
+                })
+                .clone(),
+        ));
         let resource = watch.key().resource.clone();
         // kube-runtime's own cap keeps queued objects in its scheduler; the plugin's
         // slots then cap its reconciles across all its scopes.
@@ -95,6 +103,10 @@ impl ScopeController {
                 object,
                 version.reconciler.description().finalizer.as_deref(),
             )
+        })
+        .inspect({
+            let backlog = backlog.clone();
+            move |object| backlog.queued(object)
         });
         let controller =
             Controller::for_shared_stream_with(changes, watch.store().clone(), resource)
@@ -105,7 +117,8 @@ impl ScopeController {
         let name = plugin.name.clone();
         let context = Arc::new(ScopeContext {
             plugin,
-            filter,
+            filter: filter.clone(),
+            backlog: backlog.clone(),
             stopping: shutdown.clone(),
         });
         let runtime = plugin_runtime(&context.plugin);
@@ -115,6 +128,7 @@ impl ScopeController {
         let charge = move |spent| {
             charged.version.load().reconciler.charge_host_time(spent);
         };
+        let unqueued = backlog.clone();
         let run = async move {
             controller
                 .run(reconcile, error_policy, context)
@@ -123,6 +137,7 @@ impl ScopeController {
                         Ok(_) => {}
                         // The object went away between being queued and being reconciled.
                         Err(controller::Error::ObjectNotFound(object)) => {
+                            unqueued.gone(&object);
                             tracing::debug!(plugin = %name, %object, "object gone before its reconcile")
                         }
                         Err(controller::Error::ReconcilerFailed(err, object)) => {
@@ -135,12 +150,19 @@ impl ScopeController {
                 .await;
         };
         let task = runtime.spawn(Charging::new(run, charge));
-        Self {
+        let controller = Self {
             watch,
+            filter,
+            backlog,
             requeue_all,
             shutdown,
             task,
-        }
+        };
+        // A shared watch may have listed its objects before this controller subscribed:
+        // those already in its store are queued once at the start (the subscription,
+        // opened first, brings everything after).
+        controller.requeue_all();
+        controller
     }
 
     /// The watch it runs over.
@@ -150,6 +172,15 @@ impl ScopeController {
 
     /// Queues every object of its watch for a reconcile.
     pub fn requeue_all(&self) {
+        for object in self.watch.store().state() {
+            if self
+                .filter
+                .as_ref()
+                .is_none_or(|filter| matches(filter, &object))
+            {
+                self.backlog.queued(&object);
+            }
+        }
         let _ = self.requeue_all.send(());
     }
 
@@ -260,6 +291,8 @@ struct ScopeContext {
     plugin: Arc<PluginShared>,
     /// The plugin's label selector, when its watch is wider.
     filter: Option<Selector>,
+    /// Objects queued and not yet started on.
+    backlog: Arc<Backlog>,
     /// Cancelled when the controller stops taking work.
     stopping: CancellationToken,
 }
@@ -281,6 +314,9 @@ async fn reconcile_object(
     object: Arc<DynamicObject>,
     context: Arc<ScopeContext>,
 ) -> Result<KubeAction, ReconcileFailure> {
+    context
+        .backlog
+        .started(object.metadata.namespace.as_deref(), &object.name_any());
     if let Some(filter) = &context.filter
         && !matches(filter, &object)
     {

@@ -5,6 +5,7 @@
 //! The runtime drives [`Reconciler`]s and knows nothing of wasmtime.
 
 mod access;
+mod backlog;
 pub mod backoff;
 mod controller;
 pub mod events;
