@@ -54,6 +54,11 @@ impl Backlog {
         self.started(object.namespace.as_deref(), &object.name);
     }
 
+    /// The gauge it counts into.
+    pub fn gauge(&self) -> &Gauge {
+        &self.gauge
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
         // The set stays whole whatever panicked while it was held.
         self.waiting

@@ -334,15 +334,8 @@ async fn reconcile_object(
 
     let slots = plugin.slots.load_full();
     let permit = {
-        let _waiting = GaugeGuard::new(
-            plugin
-                .metrics
-                .workqueue_depth
-                .get_or_create(&QueueLabels {
-                    name: plugin.name.clone(),
-                })
-                .clone(),
-        );
+        // Still waiting, now for a slot: counted with the objects queued behind it.
+        let _waiting = GaugeGuard::new(context.backlog.gauge().clone());
         // A stopping controller waits only for reconciles already in the plugin, not
         // for every object queued behind the concurrency cap.
         tokio::select! {
