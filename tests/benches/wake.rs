@@ -69,7 +69,7 @@ struct Idle(Description);
 
 impl Idle {
     fn new() -> Self {
-        Self(kubewasm_tests::every_config_map())
+        Self(kubewasm_tests::every_config_map().clone())
     }
 }
 

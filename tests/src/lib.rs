@@ -291,8 +291,10 @@ pub async fn service_account_token(
 }
 
 /// What a native test reconciler watching every ConfigMap describes itself as.
-pub fn every_config_map() -> kubewasm::reconciler::Description {
-    kubewasm::reconciler::Description {
+pub fn every_config_map() -> &'static kubewasm::reconciler::Description {
+    static DESCRIPTION: std::sync::OnceLock<kubewasm::reconciler::Description> =
+        std::sync::OnceLock::new();
+    DESCRIPTION.get_or_init(|| kubewasm::reconciler::Description {
         watch: kubewasm::reconciler::WatchSpec {
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
@@ -300,5 +302,5 @@ pub fn every_config_map() -> kubewasm::reconciler::Description {
         },
         finalizer: None,
         owns: Vec::new(),
-    }
+    })
 }

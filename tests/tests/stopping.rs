@@ -40,8 +40,7 @@ struct Stuck {
 #[async_trait::async_trait]
 impl Reconciler for Stuck {
     fn description(&self) -> &Description {
-        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
-        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
+        kubewasm_tests::every_config_map()
     }
 
     async fn apply(&self, _: &str, _: Arc<dyn HostCalls>) -> Result<Action, ReconcileError> {
@@ -62,8 +61,7 @@ struct Counting(Arc<AtomicUsize>);
 #[async_trait::async_trait]
 impl Reconciler for Counting {
     fn description(&self) -> &Description {
-        static DESCRIPTION: std::sync::OnceLock<Description> = std::sync::OnceLock::new();
-        DESCRIPTION.get_or_init(kubewasm_tests::every_config_map)
+        kubewasm_tests::every_config_map()
     }
 
     async fn apply(&self, _: &str, _: Arc<dyn HostCalls>) -> Result<Action, ReconcileError> {
