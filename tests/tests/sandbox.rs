@@ -236,12 +236,12 @@ async fn a_plugin_past_its_budget_runs_demoted_and_still_gets_its_answers() {
 
 #[tokio::test]
 async fn a_call_that_runs_into_debt_finishes_demoted() {
-    // The call starts in good standing, with 1 ms of its burst left and a budget of 1
-    // millicore, so that it runs into debt within its deadline even when other tests
-    // keep both cores busy: its guest thread, at nice 10, may then get only a few
-    // milliseconds of the 100, less than a budget of 100 millicores would earn back
-    // meanwhile. Paused there, it moves to the demoted threads for the rest instead of
-    // spending its budget at normal priority.
+    // The call starts in good standing, with under 1 ms of its burst left (loading it
+    // ran `describe`) and a budget of 1 millicore, so that it runs into debt within its
+    // deadline even when other tests keep both cores busy: its guest thread, at nice
+    // 10, may then get only a few milliseconds of the 100, less than a budget of 100
+    // millicores would earn back meanwhile. Paused there, it moves to the demoted
+    // threads for the rest instead of spending its budget at normal priority.
     let observer = Arc::new(BudgetObserver::default());
     let demoted = || observer.demoted.load(std::sync::atomic::Ordering::Relaxed);
     let limits = Limits {
