@@ -334,12 +334,12 @@ impl Grant {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let grant: Self = serde_yaml::from_str(text).map_err(|err| {
+        let grant: Self = serde_norway::from_str(text).map_err(|err| {
             let (line, column) = err
                 .location()
                 .map(|location| (location.line(), location.column()))
                 .unwrap_or((0, 0));
-            // serde_yaml appends " at line L column C"; the location is reported already.
+            // serde_norway appends " at line L column C"; the location is reported already.
             let reason = err.to_string();
             let reason = match reason.find(" at line ") {
                 Some(index) => reason[..index].to_string(),

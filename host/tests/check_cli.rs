@@ -35,7 +35,7 @@ fn check_prints_the_mirror_plugins_description() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_yaml::Value = serde_yaml::from_slice(&output.stdout).unwrap();
+    let report: serde_norway::Value = serde_norway::from_slice(&output.stdout).unwrap();
     assert_eq!(report["plugin"], "configmap-mirror");
     assert_eq!(report["contract"], "kubewasm:controller@0.1.0");
     assert_eq!(report["watch"]["apiVersion"], "v1");

@@ -24,7 +24,7 @@ fn succeed(what: &str, output: Output) -> String {
 }
 
 /// Scaffolds `lang`, builds it and checks it; returns `kubewasm check`'s report.
-fn scaffold_build_check(lang: &str) -> serde_yaml::Value {
+fn scaffold_build_check(lang: &str) -> serde_norway::Value {
     let checkout = checkout();
     // Inside the checkout, as a user's plugin would be, but in a folder of its own.
     let target = checkout.join("target");
@@ -67,7 +67,7 @@ fn scaffold_build_check(lang: &str) -> serde_yaml::Value {
             .output()
             .unwrap(),
     );
-    let report: serde_yaml::Value = serde_yaml::from_str(&report).unwrap();
+    let report: serde_norway::Value = serde_norway::from_str(&report).unwrap();
     assert_eq!(report["plugin"], name.as_str());
     assert_eq!(report["watch"]["kind"], "ConfigMap");
     assert_eq!(

@@ -55,7 +55,7 @@ pub async fn run(file: &Path, sandbox_config: SandboxConfig) -> anyhow::Result<E
                 contract: format!("{PACKAGE}@{CONTRACT_VERSION}"),
                 description: kubewasm::reconciler::Reconciler::description(&plugin),
             };
-            print!("{}", serde_yaml::to_string(&report)?);
+            print!("{}", serde_norway::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
