@@ -363,16 +363,11 @@ async fn reconcile_object(
         .await
     } else {
         match &finalizer_name {
-            Some(name) => {
-                let api: Api<DynamicObject> = match object.namespace() {
-                    Some(namespace) => Api::namespaced_with(
-                        version.client.clone(),
-                        &namespace,
-                        &version.kind.resource,
-                    ),
-                    None => Api::all_with(version.client.clone(), &version.kind.resource),
-                };
-                finalizer::finalizer(&api, name, object.clone(), |event| async {
+            Some(name) => finalizer::finalizer(
+                &api_for(&version, &object),
+                name,
+                object.clone(),
+                |event| async {
                     match event {
                         FinalizerEvent::Apply(object) => {
                             call_plugin(&plugin, &version, &object, false, &requeue_requested).await
@@ -381,10 +376,10 @@ async fn reconcile_object(
                             call_plugin(&plugin, &version, &object, true, &requeue_requested).await
                         }
                     }
-                })
-                .await
-                .map_err(ReconcileFailure::from)
-            }
+                },
+            )
+            .await
+            .map_err(ReconcileFailure::from),
             None => call_plugin(&plugin, &version, &object, false, &requeue_requested)
                 .await
                 .map_err(ReconcileFailure::Plugin),
