@@ -263,6 +263,51 @@ async fn a_call_that_runs_into_debt_finishes_demoted() {
 }
 
 #[tokio::test]
+async fn a_guest_that_keeps_breaking_is_held_to_a_share_of_its_budget_until_a_call_comes_through() {
+    kubewasm_tests::init_tracing();
+    let limits = Limits {
+        timeout: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let plugin = sandbox()
+        .load(
+            "keeps-breaking",
+            test_guest_bytes("misbehave"),
+            PluginOptions {
+                limits,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the plugin loads")
+        .0;
+    let logged = |needles: &[&str]| {
+        let mut needles = needles.to_vec();
+        needles.push("plugin=keeps-breaking");
+        kubewasm_tests::logs::matching(&needles).len()
+    };
+    let began = || logged(&["WARN", "calls in a row", "held to 25% of its CPU budget"]);
+    let ended = || logged(&["INFO", "the full CPU budget is back"]);
+    // Each way a guest breaks counts: a trap, the memory cap, its own code interrupted at
+    // the deadline, a stack overflow.
+    for behaviour in ["panic", "allocate", "loop"] {
+        assert!(apply(&plugin, behaviour).await.is_err(), "{behaviour}");
+        assert_eq!(began(), 0, "after {behaviour}");
+    }
+    assert!(apply(&plugin, "recurse").await.is_err());
+    assert_eq!(began(), 1, "four broken calls in a row");
+    assert!(apply(&plugin, "panic").await.is_err());
+    assert_eq!(began(), 1, "told once a run");
+    assert_eq!(ended(), 0);
+    // A guest that reports an error came through: it is working.
+    assert!(matches!(
+        apply(&plugin, "fail").await,
+        Err(ReconcileError::Reported { .. })
+    ));
+    assert_eq!(ended(), 1, "the run ended");
+}
+
+#[tokio::test]
 async fn allocating_past_the_cap_traps_with_a_memory_error() {
     let plugin = misbehave(Limits {
         memory_bytes: 16 << 20,

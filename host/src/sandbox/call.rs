@@ -13,7 +13,9 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::CallObserver;
 use super::bindings::ReconcilerPre;
-use super::cpu::{CpuBudget, GuestClock, nanos};
+use super::cpu::{
+    BROKEN_SHARE, BROKEN_STREAK, BrokenStreak, CpuBudget, GuestClock, GuestFared, nanos,
+};
 use super::guest_log::PluginLog;
 use super::guest_threads::{Demotion, NormalThreads};
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
@@ -118,8 +120,24 @@ pub async fn call(
     let observer = setup.observer.clone();
     let plugin = setup.log.clone();
     let cpu = setup.cpu.clone();
-    let (result, fuel_used) = run(setup, export, demotion).await;
-    cpu.record_call(result.as_ref().is_err_and(guest_broke));
+    let Ended {
+        result,
+        fuel_used,
+        guest,
+    } = run(setup, export, demotion).await;
+    match cpu.record_call(guest) {
+        Some(BrokenStreak::Began) => tracing::warn!(
+            plugin = plugin.plugin(),
+            "the guest broke on {BROKEN_STREAK} calls in a row: demoted, and held to {}% of \
+             its CPU budget until a call comes through",
+            BROKEN_SHARE * 100.0
+        ),
+        Some(BrokenStreak::Ended) => tracing::info!(
+            plugin = plugin.plugin(),
+            "a call came through after a run of broken ones: the full CPU budget is back"
+        ),
+        None => {}
+    }
     if let Some(observer) = observer {
         let (outcome, trap) = match &result {
             Ok(Returned::Reconciled(Err(_))) => ("reported", None),
@@ -140,11 +158,15 @@ pub async fn call(
     result
 }
 
-async fn run(
-    setup: CallSetup,
-    export: Export,
-    demotion: Demotion,
-) -> (Result<Returned, ReconcileError>, Option<u64>) {
+/// How a call ended.
+struct Ended {
+    result: Result<Returned, ReconcileError>,
+    /// Fuel the guest used, when the plugin has a fuel limit.
+    fuel_used: Option<u64>,
+    guest: GuestFared,
+}
+
+async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     let subject = setup.host.subject();
     let stderr_tail = StderrTail::default();
     let state = CallState {
@@ -163,10 +185,11 @@ async fn run(
     if setup.fuel_enabled {
         let fuel = setup.limits.fuel.unwrap_or(u64::MAX);
         if let Err(err) = store.set_fuel(fuel) {
-            return (
-                Err(ReconcileError::Host(format!("setting fuel: {err}"))),
-                None,
-            );
+            return Ended {
+                result: Err(ReconcileError::Host(format!("setting fuel: {err}"))),
+                fuel_used: None,
+                guest: GuestFared::Unknown,
+            };
         }
     }
     let timeout = setup.limits.timeout;
@@ -222,14 +245,21 @@ async fn run(
         };
         wasmtime::Result::Ok(returned)
     };
-    let result = match outer_timeout(started, timeout + OUTER_TIMEOUT_GRACE, &paused, run).await {
-        Some(Ok(returned)) => Ok(returned),
-        Some(Err(err)) => {
-            log_backtrace(setup.log.plugin(), &err);
-            Err(classify(err, &setup.limits, &stderr_tail))
-        }
-        None => Err(ReconcileError::Deadline { limit: timeout }),
-    };
+    let (result, guest) =
+        match outer_timeout(started, timeout + OUTER_TIMEOUT_GRACE, &paused, run).await {
+            Some(Ok(returned)) => (Ok(returned), GuestFared::CameThrough),
+            Some(Err(err)) => {
+                log_backtrace(setup.log.plugin(), &err);
+                let err = classify(err, &setup.limits, &stderr_tail);
+                let guest = how_the_guest_fared(&err);
+                (Err(err), guest)
+            }
+            // Past the deadline within a host call: as likely the API server's doing.
+            None => (
+                Err(ReconcileError::Deadline { limit: timeout }),
+                GuestFared::Unknown,
+            ),
+        };
     let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
         (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),
         _ => None,
@@ -241,7 +271,11 @@ async fn run(
     clock.keep_running();
     drop(store);
     setup.cpu.charge(clock.take_ran());
-    (result, fuel_used)
+    Ended {
+        result,
+        fuel_used,
+        guest,
+    }
 }
 
 /// Runs `work` until `limit` after `started`, extended by the time the guest was
@@ -267,16 +301,18 @@ async fn outer_timeout<F: std::future::Future>(
     }
 }
 
-/// Whether `err` says the guest itself broke, rather than the API server or the host
-/// (a deadline may be either, and a looping guest is demoted by its CPU budget anyway).
-fn guest_broke(err: &ReconcileError) -> bool {
-    matches!(
-        err,
+/// What a call that failed within the guest (rather than past its deadline in a host
+/// call) says about the guest. A deadline here interrupted the guest's own code.
+fn how_the_guest_fared(err: &ReconcileError) -> GuestFared {
+    match err {
+        ReconcileError::Reported { .. } => GuestFared::CameThrough,
         ReconcileError::Trap { .. }
-            | ReconcileError::MemoryLimit { .. }
-            | ReconcileError::FuelExhausted { .. }
-            | ReconcileError::InvalidResult(_)
-    )
+        | ReconcileError::Deadline { .. }
+        | ReconcileError::MemoryLimit { .. }
+        | ReconcileError::FuelExhausted { .. }
+        | ReconcileError::InvalidResult(_) => GuestFared::Broke,
+        ReconcileError::Host(_) => GuestFared::Unknown,
+    }
 }
 
 /// Turns a wasmtime error from instantiation or a call into the reason it failed.

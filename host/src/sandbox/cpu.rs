@@ -12,12 +12,13 @@
 //! after yielding.
 //!
 //! A plugin that runs into debt, or whose guest breaks call after call (traps, runs
-//! out of memory or fuel, returns garbage), is also demoted for [`DEMOTION`]: its
+//! out of memory or fuel, loops until its deadline, returns garbage), is also demoted for [`DEMOTION`]: its
 //! calls run on the guest threads that get only the cores nothing else wants (see
 //! `guest_threads`). The budget caps what a plugin may take; demotion decides who waits
 //! when the cores are busy, so that a plugin spending its whole budget on every object
 //! (a loop, a memory bomb, a panic) takes the time it is granted from idle cores, not
-//! from the API server and the plugins that stay within their burst.
+//! from the API server and the plugins that stay within their burst. While its guest
+//! keeps breaking, a plugin is held to [`BROKEN_SHARE`] of its budget as well.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,10 +35,38 @@ const BURST: Duration = Duration::from_millis(200);
 /// demoted, instead of taking a burst at full priority each time it has earned one.
 pub const DEMOTION: Duration = Duration::from_secs(10);
 
-/// Calls in a row whose guest broke (a trap, the memory cap, fuel, garbage returned)
-/// that demote a plugin: a guest that breaks on every object, not one bad object among
-/// good ones, whose other objects would otherwise wait at idle priority.
+/// Calls in a row whose guest broke (see [`GuestFared::Broke`]) that demote a plugin: a
+/// guest that breaks on every object, not one bad object among good ones, whose other
+/// objects would otherwise wait at idle priority.
 pub const BROKEN_STREAK: u32 = 4;
+
+/// The share of its budget a plugin keeps while its guest breaks call after call
+/// ([`BROKEN_STREAK`] calls in a row or more), until a call comes through: a guest that
+/// traps on every object gets nothing done with the rest of the budget, which idle cores
+/// on a busy machine are better without.
+pub const BROKEN_SHARE: f64 = 0.25;
+
+/// How a call's guest fared, for [`CpuBudget::record_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFared {
+    /// It trapped, ran out of memory or fuel, was interrupted at its deadline running
+    /// its own code (a loop), or returned something that could not be lifted.
+    Broke,
+    /// It returned a result (success or a reported error).
+    CameThrough,
+    /// The call says nothing about the guest: it reached its deadline waiting in a host
+    /// call (as likely the API server's doing), or the host could not run it.
+    Unknown,
+}
+
+/// A run of broken calls beginning or ending (see [`CpuBudget::record_call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokenStreak {
+    /// The guest broke on [`BROKEN_STREAK`] calls in a row.
+    Began,
+    /// A call came through after such a run.
+    Ended,
+}
 
 /// The budget of one plugin.
 #[derive(Debug)]
@@ -59,6 +88,18 @@ struct Bucket {
     demoted_until: Option<Instant>,
     /// Calls in a row whose guest broke.
     broken_streak: u32,
+}
+
+impl Bucket {
+    /// Guest seconds earned per second: the plugin's cores, or [`BROKEN_SHARE`] of them
+    /// while its guest keeps breaking.
+    fn rate(&self, cores: f64) -> f64 {
+        if self.broken_streak >= BROKEN_STREAK {
+            cores * BROKEN_SHARE
+        } else {
+            cores
+        }
+    }
 }
 
 impl CpuBudget {
@@ -85,29 +126,48 @@ impl CpuBudget {
     /// stay within the budget, if at all.
     pub fn charge(&self, ran: Duration) -> Option<Duration> {
         let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
-        let now = Instant::now();
-        let earned = now.duration_since(bucket.refilled).as_secs_f64() * self.cores;
-        bucket.seconds = (bucket.seconds + earned).min(BURST.as_secs_f64());
-        bucket.refilled = now;
+        let now = self.refill(&mut bucket);
         bucket.seconds -= ran.as_secs_f64();
         let in_debt = bucket.seconds < 0.0;
         if in_debt {
             bucket.demoted_until = Some(now + self.demotion);
         }
-        in_debt.then(|| Duration::from_secs_f64(-bucket.seconds / self.cores))
+        in_debt.then(|| Duration::from_secs_f64(-bucket.seconds / bucket.rate(self.cores)))
     }
 
-    /// Records whether a call's guest broke; [`BROKEN_STREAK`] broken calls in a row
-    /// demote the plugin for [`DEMOTION`] from now, as if it had run into debt.
-    pub fn record_call(&self, guest_broke: bool) {
+    /// Adds what the plugin earned since the bucket was last refilled; returns now.
+    fn refill(&self, bucket: &mut Bucket) -> Instant {
+        let now = Instant::now();
+        let earned = now.duration_since(bucket.refilled).as_secs_f64() * bucket.rate(self.cores);
+        bucket.seconds = (bucket.seconds + earned).min(BURST.as_secs_f64());
+        bucket.refilled = now;
+        now
+    }
+
+    /// Records how a call's guest fared. [`BROKEN_STREAK`] broken calls in a row demote
+    /// the plugin for [`DEMOTION`] from now, as if it had run into debt, and hold it to
+    /// [`BROKEN_SHARE`] of its budget until a call comes through; calls that say nothing
+    /// about the guest neither add to such a run nor end it. Says when the call began or
+    /// ended a run.
+    pub fn record_call(&self, guest: GuestFared) -> Option<BrokenStreak> {
         let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
-        if !guest_broke {
-            bucket.broken_streak = 0;
-            return;
-        }
-        bucket.broken_streak = bucket.broken_streak.saturating_add(1);
-        if bucket.broken_streak >= BROKEN_STREAK {
-            bucket.demoted_until = Some(Instant::now() + self.demotion);
+        // What the plugin earned until now, it earned at the rate it had until now.
+        self.refill(&mut bucket);
+        let was_broken = bucket.broken_streak >= BROKEN_STREAK;
+        match guest {
+            GuestFared::Unknown => None,
+            GuestFared::CameThrough => {
+                bucket.broken_streak = 0;
+                was_broken.then_some(BrokenStreak::Ended)
+            }
+            GuestFared::Broke => {
+                bucket.broken_streak = bucket.broken_streak.saturating_add(1);
+                if bucket.broken_streak < BROKEN_STREAK {
+                    return None;
+                }
+                bucket.demoted_until = Some(Instant::now() + self.demotion);
+                (!was_broken).then_some(BrokenStreak::Began)
+            }
         }
     }
 
@@ -279,6 +339,49 @@ mod tests {
             "still in debt when the demotion ends"
         );
         assert!(budget.is_demoted(), "and a call in debt demotes it again");
+    }
+
+    #[test]
+    fn a_guest_that_keeps_breaking_earns_its_budget_back_slower_until_a_call_comes_through() {
+        let budget = CpuBudget::new(1000);
+        // A second in debt: a second to pay at the full rate of one core.
+        assert!(budget.charge(Duration::from_millis(1200)).is_some());
+        let full_rate = budget.debt().expect("in debt");
+        assert!(full_rate <= Duration::from_secs(1), "{full_rate:?}");
+        for broken in 1..BROKEN_STREAK {
+            assert_eq!(
+                budget.record_call(GuestFared::Broke),
+                None,
+                "{broken} broken"
+            );
+        }
+        assert_eq!(
+            budget.record_call(GuestFared::Broke),
+            Some(BrokenStreak::Began)
+        );
+        assert!(budget.is_demoted());
+        // The same debt (less what a moment earned) at a quarter of the rate. Allowing
+        // 250 ms for a busy machine between the two.
+        let cut = budget.debt().expect("in debt");
+        assert!(cut >= Duration::from_secs(3), "{cut:?}");
+        assert_eq!(
+            budget.record_call(GuestFared::Broke),
+            None,
+            "the streak goes on"
+        );
+        assert_eq!(
+            budget.record_call(GuestFared::Unknown),
+            None,
+            "a deadline does not end it"
+        );
+        assert!(budget.debt().expect("in debt") >= Duration::from_secs(2));
+        assert_eq!(
+            budget.record_call(GuestFared::CameThrough),
+            Some(BrokenStreak::Ended)
+        );
+        let restored = budget.debt().expect("in debt");
+        assert!(restored <= full_rate, "{restored:?}");
+        assert_eq!(budget.record_call(GuestFared::CameThrough), None);
     }
 
     /// Keeps the calling thread busy for `duration` of wall time.
