@@ -12,13 +12,14 @@
 //! after yielding.
 //!
 //! A plugin that runs into debt, or whose guest breaks call after call (traps, runs
-//! out of memory or fuel, loops until its deadline, returns garbage), is also demoted for [`DEMOTION`]: its
-//! calls run on the guest threads that get only the cores nothing else wants (see
-//! `guest_threads`). The budget caps what a plugin may take; demotion decides who waits
-//! when the cores are busy, so that a plugin spending its whole budget on every object
-//! (a loop, a memory bomb, a panic) takes the time it is granted from idle cores, not
-//! from the API server and the plugins that stay within their burst. While its guest
-//! keeps breaking, a plugin is held to [`BROKEN_SHARE`] of its budget as well.
+//! out of memory or fuel, loops until its deadline, returns garbage), is also demoted
+//! for [`DEMOTION`]: its calls run on the guest threads that get only the cores nothing
+//! else wants (see `guest_threads`). The budget caps what a plugin may take; demotion
+//! decides who waits when the cores are busy, so that a plugin spending its whole budget
+//! on every object (a loop, a memory bomb, a panic) takes the time it is granted from
+//! idle cores, not from the API server and the plugins that stay within their burst.
+//! While its guest keeps breaking, a plugin is held to [`BROKEN_SHARE`] of its budget as
+//! well.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
