@@ -153,7 +153,7 @@ impl CpuBudget {
     pub fn record_call(&self, guest: GuestFared) -> Option<BrokenStreak> {
         let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
         // What the plugin earned until now, it earned at the rate it had until now.
-        self.refill(&mut bucket);
+        let now = self.refill(&mut bucket);
         let was_broken = bucket.broken_streak >= BROKEN_STREAK;
         match guest {
             GuestFared::Unknown => None,
@@ -166,7 +166,7 @@ impl CpuBudget {
                 if bucket.broken_streak < BROKEN_STREAK {
                     return None;
                 }
-                bucket.demoted_until = Some(Instant::now() + self.demotion);
+                bucket.demoted_until = Some(now + self.demotion);
                 (!was_broken).then_some(BrokenStreak::Began)
             }
         }
