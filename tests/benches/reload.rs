@@ -35,7 +35,6 @@ async fn reload_times(host: &TestHost, variants: &[Vec<u8>]) -> anyhow::Result<V
                 .manager()
                 .plugins()
                 .loaded()
-                .await
                 .get("mirror")
                 .map(|p| p.digest.clone());
             if serving.as_deref() == Some(digest.as_str()) {

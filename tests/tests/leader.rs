@@ -220,7 +220,7 @@ async fn a_standby_compiles_while_waiting_and_takes_over_a_released_lease_at_onc
         holder(&client, &namespace).await?.as_deref(),
         Some("second")
     );
-    let loaded = second.plugins().loaded().await;
+    let loaded = second.plugins().loaded();
     assert_eq!(
         loaded.get("mirror").map(|plugin| plugin.cache),
         Some(CacheOutcome::Hit),

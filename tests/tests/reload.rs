@@ -1,6 +1,7 @@
 //! Hot reload on a real API server: a replaced plugin converges every object with no
 //! failed or lost reconcile, broken files never replace the running version, removed
-//! plugins stop, and draining retires a plugin cleanly.
+//! plugins stop, a plugin compiling holds up no other plugin's change, and draining
+//! retires a plugin cleanly.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kubewasm_tests::components::dummy_component;
-use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
+use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant, write_plugin};
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
 use kubewasm_tests::{admin_client, logs, test_namespace, wait};
 
@@ -259,7 +260,7 @@ async fn removed_plugins_stop_and_new_ones_start() -> anyhow::Result<()> {
     let client = admin_client().await?;
     let namespace = test_namespace(&client, "add-remove").await?;
     let host = TestHost::start(&[]).await?;
-    kubewasm_tests::host::write_plugin(
+    write_plugin(
         host.dir(),
         &PluginFiles::new(
             "stamp",
@@ -278,6 +279,59 @@ async fn removed_plugins_stop_and_new_ones_start() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(host.metric("kubewasm_watches", ""), 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_compiling_holds_up_no_other_plugins_change() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "compiling").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    // No compile cache, so that the large plugin below is compiled, not read back.
+    let config = kubewasm::sandbox::SandboxConfig {
+        cache_dir: None,
+        ..kubewasm_tests::sandbox_config()
+    };
+    let host = TestHost::start_with(
+        &[PluginFiles::new(
+            "stamp",
+            test_guest_bytes("stamp-v1"),
+            config_map_grant(&namespace),
+        )],
+        config,
+    )
+    .await?;
+    create_all(&api, &["object".to_string()], "kubewasm.dev/stamp").await?;
+    all_stamped(&api, 1, "v1").await?;
+
+    // A new plugin that takes seconds to compile (componentize-py's interpreter), then
+    // a change to the running one: its events come no earlier than the new plugin's.
+    write_plugin(
+        host.dir(),
+        &PluginFiles::new(
+            "python",
+            example_bytes("configmap-mirror-py"),
+            config_map_grant(&namespace),
+        ),
+    )?;
+    overwrite(&host.wasm_path("stamp"), &test_guest_bytes("stamp-v2"));
+    all_stamped(&api, 1, "v2").await?;
+    let plugins = host.manager().plugins();
+    assert!(
+        !plugins.is_loaded("python"),
+        "the reload of stamp waited for the python plugin's compile"
+    );
+    wait::until("the python plugin to start", WAIT, || async {
+        Ok(plugins.is_loaded("python").then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        host.metric(
+            "kubewasm_plugin_reloads_total",
+            "plugin=\"stamp\",result=\"ok\""
+        ),
+        1.0
+    );
     Ok(())
 }
 

@@ -2,11 +2,9 @@
 //! the sandbox and run by the runtime. Nothing is granted by default: a plugin without
 //! a grant file does not run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use tokio::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::grant::{Grant, GrantError};
 use crate::ops::metrics::{Metrics, ReloadLabels};
@@ -76,6 +74,10 @@ pub struct PluginDir {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     loaded: Mutex<BTreeMap<String, Loaded>>,
+    /// One lock per plugin name, held across each load and unload of it: one plugin's
+    /// changes apply in order, and a plugin that takes seconds to compile holds up no
+    /// other plugin's.
+    changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for PluginDir {
@@ -111,6 +113,7 @@ impl PluginDir {
             runtime,
             metrics,
             loaded: Mutex::new(BTreeMap::new()),
+            changing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -182,19 +185,40 @@ impl PluginDir {
     }
 
     /// Plugins running, with what they were loaded from.
-    pub async fn loaded(&self) -> BTreeMap<String, Loaded> {
-        self.loaded.lock().await.clone()
+    pub fn loaded(&self) -> BTreeMap<String, Loaded> {
+        self.table().clone()
+    }
+
+    /// Whether plugin `name` is running.
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.table().contains_key(name)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Loaded>> {
+        self.loaded.lock().expect("plugin table poisoned")
+    }
+
+    /// The lock that orders plugin `name`'s loads and unloads.
+    fn change_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.changing
+            .lock()
+            .expect("plugin change locks poisoned")
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Loads plugin `name` from its files: starts it, or if it runs already, replaces
-    /// it in place. On any failure a running version keeps serving.
+    /// it in place. On any failure a running version keeps serving. Loads of other
+    /// plugins go on meanwhile.
     pub async fn load(&self, name: &str) -> Result<LoadOutcome, PluginError> {
         if !valid_name(name) {
             return Err(PluginError::InvalidName(name.to_string()));
         }
-        let mut loaded = self.loaded.lock().await;
-        let running = loaded.get(name).cloned();
-        match self.load_locked(name, running.as_ref()).await {
+        let change_lock = self.change_lock(name);
+        let _changing = change_lock.lock().await;
+        let running = self.table().get(name).cloned();
+        match self.load_files(name, running.as_ref()).await {
             Ok(None) => Ok(LoadOutcome::Unchanged),
             Ok(Some(plugin)) => {
                 let outcome = if running.is_some() {
@@ -204,7 +228,7 @@ impl PluginDir {
                 } else {
                     LoadOutcome::Started
                 };
-                loaded.insert(name.to_string(), plugin);
+                self.table().insert(name.to_string(), plugin);
                 Ok(outcome)
             }
             Err(err) => {
@@ -221,7 +245,7 @@ impl PluginDir {
     }
 
     /// Loads the files; `None` when they are what `running` was loaded from.
-    async fn load_locked(
+    async fn load_files(
         &self,
         name: &str,
         running: Option<&Loaded>,
@@ -275,9 +299,18 @@ impl PluginDir {
         }))
     }
 
-    /// Stops plugin `name` (its files are gone). Objects that still carry its
-    /// finalizer are reported: they cannot be deleted until the plugin is drained.
-    pub async fn unload(&self, name: &str) -> Result<(), PluginError> {
+    /// Stops plugin `name` if it runs and its component or grant file is missing:
+    /// checked under its change lock, so that files written back and loaded meanwhile
+    /// keep it running. Objects that still carry its finalizer are reported: they
+    /// cannot be deleted until the plugin is drained.
+    pub async fn unload_if_removed(&self, name: &str) -> Result<(), PluginError> {
+        let change_lock = self.change_lock(name);
+        let changing = change_lock.lock().await;
+        let removed = !self.wasm_path(name).exists() || !self.grant_path(name).exists();
+        if !removed || !self.is_loaded(name) {
+            return Ok(());
+        }
+        tracing::info!(plugin = name, "plugin files removed; stopping it");
         if let Some((finalizer, holders)) = self.runtime.finalizer_holders(name).await
             && holders > 0
         {
@@ -290,13 +323,11 @@ impl PluginDir {
                  run cleanup on every object and remove the finalizer, then remove it again"
             );
         }
-        let stopping = {
-            let mut loaded = self.loaded.lock().await;
-            loaded.remove(name);
-            self.runtime.remove_plugin(name).await?
-        };
-        // Not under the lock: its running reconciles may take up to the shutdown grace,
-        // and other plugins' changes (or this one's return) go on meanwhile.
+        self.table().remove(name);
+        let stopping = self.runtime.remove_plugin(name).await?;
+        // Its running reconciles may take up to the shutdown grace: its files written
+        // back meanwhile start it again at once.
+        drop(changing);
         stopping.await;
         Ok(())
     }

@@ -6,6 +6,9 @@
 //! the running version until the next change. A removed file stops its plugin only if
 //! it is still gone after a grace period, so that a file removed and written again (an
 //! editor's save, a `rm` and `cp`) does not interrupt the plugin.
+//!
+//! Each plugin's changes are applied in order by a task of its own, so that a plugin
+//! whose new version takes seconds to compile holds up no other plugin's change.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -15,6 +18,7 @@ use std::time::Duration;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{LoadOutcome, PluginDir};
@@ -65,9 +69,13 @@ pub fn watch(
     Ok(tokio::spawn(async move {
         // The debouncer stops watching when dropped: keep it for the task's life.
         let _debouncer = debouncer;
-        // What each plugin's files held when last tried: a writer's several events for
-        // one change, or a change back and forth, are tried once per content.
-        let mut attempted: HashMap<String, String> = HashMap::new();
+        let mut workers = Workers {
+            plugins,
+            removal_grace: options.removal_grace,
+            shutdown: shutdown.clone(),
+            changes: HashMap::new(),
+            tasks: JoinSet::new(),
+        };
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -91,17 +99,70 @@ pub fn watch(
                 .filter_map(|path| plugin_of(&dir, path))
                 .collect();
             for name in names {
-                apply_change(
-                    &plugins,
-                    &name,
-                    &mut attempted,
-                    options.removal_grace,
-                    &shutdown,
-                )
-                .await;
+                workers.changed(&name);
             }
         }
+        workers.finish().await;
     }))
+}
+
+/// One task per plugin that has changed, applying its changes in order.
+struct Workers {
+    plugins: Arc<PluginDir>,
+    removal_grace: Duration,
+    shutdown: CancellationToken,
+    /// Each worker's queue: one pending change at most, since a change is applied by
+    /// reading the files as they are then.
+    changes: HashMap<String, mpsc::Sender<()>>,
+    tasks: JoinSet<()>,
+}
+
+impl Workers {
+    /// Tells plugin `name`'s worker that its files changed, starting it if need be.
+    fn changed(&mut self, name: &str) {
+        if let Some(changes) = self.changes.get(name) {
+            match changes.try_send(()) {
+                // Full: a change is pending already, and will read these files.
+                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => return,
+                Err(mpsc::error::TrySendError::Closed(())) => {}
+            }
+        }
+        let (changes, pending) = mpsc::channel(1);
+        changes
+            .try_send(())
+            .expect("a new queue has room for one change");
+        self.changes.insert(name.to_string(), changes);
+        self.tasks.spawn(apply_changes(
+            self.plugins.clone(),
+            name.to_string(),
+            pending,
+            self.removal_grace,
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// Lets every worker finish the change it is applying, then stop.
+    async fn finish(mut self) {
+        self.changes.clear();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Plugin `name`'s worker: applies each change until its queue closes or the host
+/// shuts down.
+async fn apply_changes(
+    plugins: Arc<PluginDir>,
+    name: String,
+    mut pending: mpsc::Receiver<()>,
+    grace: Duration,
+    shutdown: CancellationToken,
+) {
+    // What the files held when last tried: a writer's several events for one change,
+    // or a change back and forth, are tried once per content.
+    let mut attempted = None;
+    while pending.recv().await.is_some() && !shutdown.is_cancelled() {
+        apply_change(&plugins, &name, &mut attempted, grace, &shutdown).await;
+    }
 }
 
 /// sha256 over a plugin's component and grant, `None` if either is missing.
@@ -114,7 +175,7 @@ fn fingerprint(plugins: &PluginDir, name: &str) -> Option<String> {
 async fn apply_change(
     plugins: &Arc<PluginDir>,
     name: &str,
-    attempted: &mut HashMap<String, String>,
+    attempted: &mut Option<String>,
     grace: Duration,
     shutdown: &CancellationToken,
 ) {
@@ -124,17 +185,17 @@ async fn apply_change(
         return;
     }
     if let Some(fingerprint) = fingerprint(plugins, name) {
-        if attempted.get(name) == Some(&fingerprint) {
+        if attempted.as_ref() == Some(&fingerprint) {
             return;
         }
-        attempted.insert(name.to_string(), fingerprint);
+        *attempted = Some(fingerprint);
         match plugins.load(name).await {
             Ok(LoadOutcome::Started) => tracing::info!(plugin = name, "new plugin started"),
             Ok(LoadOutcome::Reloaded | LoadOutcome::Unchanged) => {}
             // Not the files' fault (the API server could not be reached, say): try the
             // same files again on the next event.
             Err(err @ super::PluginError::Runtime(_)) => {
-                attempted.remove(name);
+                *attempted = None;
                 tracing::warn!(plugin = name, "could not apply the change: {err}");
             }
             // Reload failures are logged and counted by load(); the old version serves on.
@@ -142,11 +203,12 @@ async fn apply_change(
         }
         return;
     }
-    attempted.remove(name);
-    if !plugins.loaded().await.contains_key(name) {
+    *attempted = None;
+    if !plugins.is_loaded(name) {
         return;
     }
-    // Gone, perhaps only for a moment: check again after the grace period.
+    // Gone, perhaps only for a moment: check again after the grace period, meanwhile
+    // applying the plugin's next change (its files written back) as it comes.
     let plugins = plugins.clone();
     let name = name.to_string();
     let shutdown = shutdown.clone();
@@ -155,12 +217,8 @@ async fn apply_change(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(grace) => {}
         }
-        let still_gone = !plugins.wasm_path(&name).exists() || !plugins.grant_path(&name).exists();
-        if still_gone && plugins.loaded().await.contains_key(&name) {
-            tracing::info!(plugin = %name, "plugin files removed; stopping it");
-            if let Err(err) = plugins.unload(&name).await {
-                tracing::warn!(plugin = %name, "stopping: {err}");
-            }
+        if let Err(err) = plugins.unload_if_removed(&name).await {
+            tracing::warn!(plugin = %name, "stopping: {err}");
         }
     });
 }
