@@ -125,13 +125,22 @@ async fn a_looping_guest_leaves_the_executor_free() {
     assert_eq!(ticker.await.unwrap(), 5);
 }
 
-/// Counts the CPU-budget pauses and the demoted calls the sandbox reports.
+/// Counts the CPU-budget pauses and the demoted calls the sandbox reports, and keeps
+/// whether it last said the guest keeps breaking.
 #[derive(Default)]
 struct BudgetObserver {
     /// Nanoseconds paused.
     paused: std::sync::atomic::AtomicU64,
     /// Calls run demoted.
     demoted: std::sync::atomic::AtomicU64,
+    /// As last told after a call.
+    breaking: std::sync::atomic::AtomicBool,
+}
+
+impl BudgetObserver {
+    fn breaking(&self) -> bool {
+        self.breaking.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl kubewasm::sandbox::CallObserver for BudgetObserver {
@@ -153,6 +162,10 @@ impl kubewasm::sandbox::CallObserver for BudgetObserver {
     fn call_demoted(&self, _: &str) {
         self.demoted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn breaking(&self, _: &str, breaking: bool) {
+        self.breaking
+            .store(breaking, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -269,12 +282,14 @@ async fn a_guest_that_keeps_breaking_is_held_to_a_share_of_its_budget_until_a_ca
         timeout: Duration::from_millis(100),
         ..Limits::default()
     };
+    let observer = Arc::new(BudgetObserver::default());
     let plugin = sandbox()
         .load(
             "keeps-breaking",
             test_guest_bytes("misbehave"),
             PluginOptions {
                 limits,
+                observer: Some(observer.clone()),
                 ..Default::default()
             },
         )
@@ -293,18 +308,22 @@ async fn a_guest_that_keeps_breaking_is_held_to_a_share_of_its_budget_until_a_ca
     for behaviour in ["panic", "allocate", "loop"] {
         assert!(apply(&plugin, behaviour).await.is_err(), "{behaviour}");
         assert_eq!(began(), 0, "after {behaviour}");
+        assert!(!observer.breaking(), "after {behaviour}");
     }
     assert!(apply(&plugin, "recurse").await.is_err());
     assert_eq!(began(), 1, "four broken calls in a row");
+    assert!(observer.breaking(), "four broken calls in a row");
     assert!(apply(&plugin, "panic").await.is_err());
     assert_eq!(began(), 1, "told once a run");
     assert_eq!(ended(), 0);
+    assert!(observer.breaking());
     // A guest that reports an error came through: it is working.
     assert!(matches!(
         apply(&plugin, "fail").await,
         Err(ReconcileError::Reported { .. })
     ));
     assert_eq!(ended(), 1, "the run ended");
+    assert!(!observer.breaking(), "the run ended");
 }
 
 #[tokio::test]

@@ -244,6 +244,8 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
             "kubewasm_plugin_log_dropped_lines_total",
             "plugin=\"hostile-log-flood\"",
         ),
+        ("kubewasm_plugin_breaking", "plugin=\"hostile-panic\""),
+        ("kubewasm_plugin_breaking", "plugin=\"hostile-recurse\""),
     ];
     for (name, labels) in expectations {
         wait::until(&format!("{name}{{{labels}}}"), WAIT, || async {
@@ -256,6 +258,10 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
         host.metric("kubewasm_plugin_demoted_calls_total", "plugin=\"mirror\""),
         0.0,
         "the mirror stays within its budget and is never demoted"
+    );
+    assert_eq!(
+        host.metric("kubewasm_plugin_breaking", "plugin=\"mirror\""),
+        0.0
     );
     assert!(
         host.manager().runtime().ready(),

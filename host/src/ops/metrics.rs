@@ -137,6 +137,8 @@ pub struct Metrics {
     pub cpu_throttled: Family<PluginLabels, Counter<f64, AtomicU64>>,
     /// `kubewasm_plugin_demoted_calls_total`.
     pub demoted_calls: Family<PluginLabels, Counter>,
+    /// `kubewasm_plugin_breaking`: 1 while the plugin's guest keeps breaking.
+    pub breaking: Family<PluginLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -266,6 +268,12 @@ impl Metrics {
             "Calls run at idle priority (from their start, or from the pause where they ran past the budget) because the plugin lately ran past its CPU budget or broke call after call",
             demoted_calls.clone(),
         );
+        let breaking = Family::default();
+        registry.register(
+            "kubewasm_plugin_breaking",
+            "Whether the plugin's guest broke on its last calls in a row (1) and is held to a quarter of its CPU budget until a call comes through",
+            breaking.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -287,6 +295,7 @@ impl Metrics {
             events_dropped,
             cpu_throttled,
             demoted_calls,
+            breaking,
         }
     }
 
@@ -362,5 +371,13 @@ impl crate::sandbox::CallObserver for Metrics {
                 plugin: plugin.to_string(),
             })
             .inc();
+    }
+
+    fn breaking(&self, plugin: &str, breaking: bool) {
+        self.breaking
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .set(breaking.into());
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::grant::{Grant, GrantError};
-use crate::ops::metrics::{Metrics, ReloadLabels};
+use crate::ops::metrics::{Metrics, PluginLabels, ReloadLabels};
 use crate::reconciler::Reconciler;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
@@ -324,6 +324,9 @@ impl PluginDir {
             );
         }
         self.table().remove(name);
+        self.metrics.breaking.remove(&PluginLabels {
+            plugin: name.to_string(),
+        });
         let stopping = self.runtime.remove_plugin(name).await?;
         // Its running reconciles may take up to the shutdown grace: its files written
         // back meanwhile start it again at once.

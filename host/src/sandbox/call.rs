@@ -154,6 +154,9 @@ pub async fn call(
         if !paused.is_zero() {
             observer.cpu_throttled(plugin.plugin(), paused);
         }
+        // Told after every call rather than as a run begins or ends, so that a call of
+        // a version just replaced cannot leave the new version's state wrong.
+        observer.breaking(plugin.plugin(), cpu.is_breaking());
     }
     result
 }

@@ -92,10 +92,14 @@ struct Bucket {
 }
 
 impl Bucket {
+    fn is_breaking(&self) -> bool {
+        self.broken_streak >= BROKEN_STREAK
+    }
+
     /// Guest seconds earned per second: the plugin's cores, or [`BROKEN_SHARE`] of them
     /// while its guest keeps breaking.
     fn rate(&self, cores: f64) -> f64 {
-        if self.broken_streak >= BROKEN_STREAK {
+        if self.is_breaking() {
             cores * BROKEN_SHARE
         } else {
             cores
@@ -154,7 +158,7 @@ impl CpuBudget {
         let mut bucket = self.bucket.lock().expect("cpu budget poisoned");
         // What the plugin earned until now, it earned at the rate it had until now.
         let now = self.refill(&mut bucket);
-        let was_broken = bucket.broken_streak >= BROKEN_STREAK;
+        let was_broken = bucket.is_breaking();
         match guest {
             GuestFared::Unknown => None,
             GuestFared::CameThrough => {
@@ -170,6 +174,15 @@ impl CpuBudget {
                 (!was_broken).then_some(BrokenStreak::Began)
             }
         }
+    }
+
+    /// Whether the plugin's guest broke on its last [`BROKEN_STREAK`] calls or more
+    /// that said how it fared, and is held to [`BROKEN_SHARE`] of its budget.
+    pub fn is_breaking(&self) -> bool {
+        self.bucket
+            .lock()
+            .expect("cpu budget poisoned")
+            .is_breaking()
     }
 
     /// Whether the plugin ran into debt (or was demoted) within the last [`DEMOTION`],

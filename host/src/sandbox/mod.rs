@@ -111,6 +111,9 @@ pub trait CallObserver: Send + Sync {
     /// broke call after call, lately. Told as the call starts, or as it ends for a call
     /// that was moved to the demoted threads on the way.
     fn call_demoted(&self, _plugin: &str) {}
+    /// After each call: whether the plugin's guest keeps breaking, so that it is held to
+    /// a share of its CPU budget until a call comes through.
+    fn breaking(&self, _plugin: &str, _breaking: bool) {}
 }
 
 /// How one plugin is run.
