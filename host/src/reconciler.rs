@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 /// Shortest requeue or retry delay a plugin may ask for.
 pub const MIN_REQUEUE: Duration = Duration::from_millis(100);
 /// Longest requeue or retry delay a plugin may ask for.
@@ -221,6 +223,14 @@ pub trait HostCalls: Send + Sync {
     async fn publish_event(&self, event_type: EventType, reason: String, note: String);
     /// The object being reconciled, as `namespace/name`, to tag the plugin's log lines.
     fn subject(&self) -> String;
+    /// Cancelled once the controller running this call stops taking work (its plugin
+    /// stopping or moving to new watches, or the host shutting down). A sandboxed call
+    /// then counts the time it is paused for its CPU budget against its deadline, so
+    /// that a throttled call ends within its deadline, not the stop's grace period.
+    /// Never cancelled, by default.
+    fn stopping(&self) -> CancellationToken {
+        CancellationToken::new()
+    }
 }
 
 /// A controller's logic for one object at a time.

@@ -1,6 +1,7 @@
 //! Stopping a plugin whose reconciles never end, on a real API server: its running
 //! reconciles get the shutdown grace, then are cancelled (a guest's call with them),
-//! and no other plugin waits for them meanwhile.
+//! no other plugin waits for them meanwhile, and a guest throttled by its CPU budget
+//! ends at its deadline rather than the grace.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -226,5 +227,68 @@ async fn a_looping_guest_is_cancelled_when_its_plugin_stops() -> anyhow::Result<
     let host = kubewasm::memory_host::MemoryHost::new("test/fine");
     let action = plugin.apply(&object.to_string(), host).await?;
     assert_eq!(action, Action::AwaitChange);
+    Ok(())
+}
+
+/// The outcome of every call the sandbox reports.
+#[derive(Default)]
+struct Outcomes(std::sync::Mutex<Vec<&'static str>>);
+
+impl kubewasm::sandbox::CallObserver for Outcomes {
+    fn call_finished(
+        &self,
+        _: &str,
+        _: Duration,
+        outcome: &'static str,
+        _: Option<&str>,
+        _: Option<u64>,
+    ) {
+        self.0.lock().unwrap().push(outcome);
+    }
+    fn log_lines_dropped(&self, _: &str, _: u64) {}
+    fn cpu_throttled(&self, _: &str, _: Duration) {}
+}
+
+#[tokio::test]
+async fn a_throttled_looping_guest_ends_at_its_deadline_once_its_plugin_stops() -> anyhow::Result<()>
+{
+    let namespace = namespace_with_object("throttled", &[("behaviour", "loop")]).await?;
+    // A grace far longer than the test waits: only the call's own deadline can end it.
+    let runtime = runtime_with_grace(admin_config().await?, Duration::from_secs(600))?;
+    let sandbox = Sandbox::new(kubewasm_tests::sandbox_config())?;
+    // At 10 millicores, once its 200 ms burst is spent the loop runs a 10 ms tick and is
+    // paused about a second: 5 s of deadline, which those pauses do not count, would
+    // last some 500 s.
+    let outcomes = Arc::new(Outcomes::default());
+    let options = PluginOptions {
+        limits: Limits {
+            timeout: Duration::from_secs(5),
+            cpu_millicores: 10,
+            ..Limits::default()
+        },
+        observer: Some(outcomes.clone()),
+        ..PluginOptions::default()
+    };
+    let (plugin, _) = sandbox
+        .load("throttled", test_guest_bytes("misbehave"), options)
+        .await?;
+    let grant = || Grant::parse(&config_map_grant(&namespace), "test");
+    runtime
+        .start_plugin("throttled", Arc::new(plugin), grant()?)
+        .await?;
+    wait::until("the looping call to start", WAIT, || {
+        let running = active_workers(&runtime, "throttled") == 1;
+        async move { Ok(running.then_some(())) }
+    })
+    .await?;
+
+    tokio::time::timeout(WAIT, runtime.stop_plugin("throttled"))
+        .await
+        .map_err(|_| anyhow::anyhow!("stopping waited for the throttled call's pauses"))??;
+    assert_eq!(
+        *outcomes.0.lock().unwrap(),
+        ["deadline"],
+        "the call ended at its deadline, not cancelled"
+    );
     Ok(())
 }

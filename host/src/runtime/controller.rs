@@ -241,19 +241,29 @@ fn subject_of(object: &DynamicObject) -> ObjectReference {
     }
 }
 
+/// What a reconcile's calls into its plugin share.
+struct CallContext<'a> {
+    plugin: &'a Arc<PluginShared>,
+    version: &'a Arc<PluginVersion>,
+    /// Cancelled when the controller stops taking work.
+    stopping: &'a CancellationToken,
+    /// Set when the plugin asked to be called again after a delay.
+    requeue_requested: &'a AtomicBool,
+}
+
 async fn call_plugin(
-    plugin: &Arc<PluginShared>,
-    version: &Arc<PluginVersion>,
+    context: &CallContext<'_>,
     object: &DynamicObject,
     cleanup: bool,
-    requeue_requested: &AtomicBool,
 ) -> Result<KubeAction, ReconcileError> {
+    let version = context.version;
     let json = serde_json::to_string(object)
         .map_err(|err| ReconcileError::Host(format!("serializing the object: {err}")))?;
     let host = Arc::new(KubeHostCalls::new(
-        plugin.clone(),
+        context.plugin.clone(),
         version.clone(),
         subject_of(object),
+        context.stopping.clone(),
     ));
     let action = if cleanup {
         version.reconciler.cleanup(&json, host).await?
@@ -262,7 +272,7 @@ async fn call_plugin(
     };
     Ok(match action {
         Action::RequeueAfter(delay) => {
-            requeue_requested.store(true, Ordering::Relaxed);
+            context.requeue_requested.store(true, Ordering::Relaxed);
             KubeAction::requeue(delay)
         }
         Action::AwaitChange => KubeAction::await_change(),
@@ -352,15 +362,14 @@ async fn reconcile_object(
     );
     let started = Instant::now();
     let requeue_requested = AtomicBool::new(false);
+    let calls = CallContext {
+        plugin: &plugin,
+        version: &version,
+        stopping: &context.stopping,
+        requeue_requested: &requeue_requested,
+    };
     let result = if version.grant.drain {
-        drain(
-            &plugin,
-            &version,
-            &object,
-            finalizer_name.as_deref(),
-            &requeue_requested,
-        )
-        .await
+        drain(&calls, &object, finalizer_name.as_deref()).await
     } else {
         match &finalizer_name {
             Some(name) => finalizer::finalizer(
@@ -369,18 +378,14 @@ async fn reconcile_object(
                 object.clone(),
                 |event| async {
                     match event {
-                        FinalizerEvent::Apply(object) => {
-                            call_plugin(&plugin, &version, &object, false, &requeue_requested).await
-                        }
-                        FinalizerEvent::Cleanup(object) => {
-                            call_plugin(&plugin, &version, &object, true, &requeue_requested).await
-                        }
+                        FinalizerEvent::Apply(object) => call_plugin(&calls, &object, false).await,
+                        FinalizerEvent::Cleanup(object) => call_plugin(&calls, &object, true).await,
                     }
                 },
             )
             .await
             .map_err(ReconcileFailure::from),
-            None => call_plugin(&plugin, &version, &object, false, &requeue_requested)
+            None => call_plugin(&calls, &object, false)
                 .await
                 .map_err(ReconcileFailure::Plugin),
         }
@@ -437,11 +442,9 @@ fn api_for(version: &PluginVersion, object: &DynamicObject) -> Api<DynamicObject
 /// finalizer gets `cleanup`, then loses the finalizer; `apply` is never called. This is
 /// how an operator retires a plugin without leaving objects that cannot be deleted.
 async fn drain(
-    plugin: &Arc<PluginShared>,
-    version: &Arc<PluginVersion>,
+    calls: &CallContext<'_>,
     object: &DynamicObject,
     finalizer_name: Option<&str>,
-    requeue_requested: &AtomicBool,
 ) -> Result<KubeAction, ReconcileFailure> {
     let Some(finalizer_name) = finalizer_name else {
         return Ok(KubeAction::await_change());
@@ -449,7 +452,7 @@ async fn drain(
     let Some(index) = object.finalizers().iter().position(|f| f == finalizer_name) else {
         return Ok(KubeAction::await_change());
     };
-    call_plugin(plugin, version, object, true, requeue_requested)
+    call_plugin(calls, object, true)
         .await
         .map_err(ReconcileFailure::Plugin)?;
     let path = format!("/metadata/finalizers/{index}");
@@ -461,7 +464,7 @@ async fn drain(
         {"op": "remove", "path": path},
     ]))
     .expect("a static JSON patch");
-    api_for(version, object)
+    api_for(calls.version, object)
         .patch(
             &object.name_any(),
             &kube::api::PatchParams::default(),
@@ -471,7 +474,7 @@ async fn drain(
         .map_err(|err| {
             ReconcileFailure::Finalizer(format!("removing {finalizer_name} while draining: {err}"))
         })?;
-    tracing::info!(plugin = %plugin.name, object = %object.name_any(), "drained");
+    tracing::info!(plugin = %calls.plugin.name, object = %object.name_any(), "drained");
     Ok(KubeAction::await_change())
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType as KubeEventType};
+use tokio_util::sync::CancellationToken;
 
 use super::access::{self, Request};
 use super::kinds::{KindError, ResolvedKind};
@@ -24,19 +25,23 @@ pub struct KubeHostCalls {
     plugin: Arc<PluginShared>,
     version: Arc<PluginVersion>,
     subject: ObjectReference,
+    stopping: CancellationToken,
 }
 
 impl KubeHostCalls {
-    /// Host calls for reconciling `subject` with `version` of `plugin`.
+    /// Host calls for reconciling `subject` with `version` of `plugin`, by a controller
+    /// that cancels `stopping` when it stops taking work.
     pub fn new(
         plugin: Arc<PluginShared>,
         version: Arc<PluginVersion>,
         subject: ObjectReference,
+        stopping: CancellationToken,
     ) -> Self {
         Self {
             plugin,
             version,
             subject,
+            stopping,
         }
     }
 
@@ -357,5 +362,9 @@ impl HostCalls for KubeHostCalls {
             }
             None => self.subject.name.clone().unwrap_or_default(),
         }
+    }
+
+    fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
     }
 }

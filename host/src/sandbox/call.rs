@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
@@ -109,12 +110,17 @@ pub async fn call(
     // At most a deadline's worth at a time, as pauses within a call: a plugin being
     // stopped or reloaded waits for its calls, and the next call pays the rest. A call
     // started in good standing finds debt here when another call of its plugin ran into
-    // it since.
+    // it since. A stopping controller waits for no debt.
     if let Some(debt) = setup.cpu.debt() {
         let pause = debt.min(setup.limits.timeout);
-        setup.cpu.record_pause(pause);
         demotion.request();
-        tokio::time::sleep(pause).await;
+        let paused_from = Instant::now();
+        let stopping = setup.host.stopping();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stopping.cancelled() => {}
+        }
+        setup.cpu.record_pause(paused_from.elapsed());
     }
     let started = Instant::now();
     let observer = setup.observer.clone();
@@ -171,6 +177,7 @@ struct Ended {
 
 async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     let subject = setup.host.subject();
+    let stopping = setup.host.stopping();
     let stderr_tail = StderrTail::default();
     let state = CallState {
         wasi: wasi::context(&setup.log, &subject, &stderr_tail),
@@ -202,20 +209,28 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     // yield to the executor (a busy guest never holds an executor thread for long),
     // sleeping first if the plugin is over its CPU budget (which demotes it, so the call
     // moves to the demoted threads for the rest). Time paused for the budget does not
-    // count against the deadline: a guest is not failed for being throttled.
+    // count against the deadline, a guest is not failed for being throttled, until its
+    // controller is stopping: then it does, so that the stop waits no longer than it.
     let paused = Arc::new(AtomicU64::new(0));
     let cpu = setup.cpu.clone();
     let clock = store.data().clock.clone();
     let paused_in_callback = paused.clone();
+    let stopping_in_callback = stopping.clone();
     store.epoch_deadline_callback(move |_| {
         let paused = &paused_in_callback;
-        let elapsed = started
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(paused.load(Ordering::Relaxed)));
+        let stopping = stopping_in_callback.is_cancelled();
+        let elapsed = if stopping {
+            started.elapsed()
+        } else {
+            started
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(paused.load(Ordering::Relaxed)))
+        };
         if elapsed >= timeout {
             return Ok(UpdateDeadline::Interrupt);
         }
-        let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(timeout));
+        let left = timeout - elapsed;
+        let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(left));
         if let Some(pause) = pause {
             cpu.record_pause(pause);
             paused.fetch_add(nanos(pause), Ordering::Relaxed);
@@ -248,21 +263,28 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
         };
         wasmtime::Result::Ok(returned)
     };
-    let (result, guest) =
-        match outer_timeout(started, timeout + OUTER_TIMEOUT_GRACE, &paused, run).await {
-            Some(Ok(returned)) => (Ok(returned), GuestFared::CameThrough),
-            Some(Err(err)) => {
-                log_backtrace(setup.log.plugin(), &err);
-                let err = classify(err, &setup.limits, &stderr_tail);
-                let guest = how_the_guest_fared(&err);
-                (Err(err), guest)
-            }
-            // Past the deadline within a host call: as likely the API server's doing.
-            None => (
-                Err(ReconcileError::Deadline { limit: timeout }),
-                GuestFared::Unknown,
-            ),
-        };
+    let (result, guest) = match outer_timeout(
+        started,
+        timeout + OUTER_TIMEOUT_GRACE,
+        &paused,
+        &stopping,
+        run,
+    )
+    .await
+    {
+        Some(Ok(returned)) => (Ok(returned), GuestFared::CameThrough),
+        Some(Err(err)) => {
+            log_backtrace(setup.log.plugin(), &err);
+            let err = classify(err, &setup.limits, &stderr_tail);
+            let guest = how_the_guest_fared(&err);
+            (Err(err), guest)
+        }
+        // Past the deadline within a host call: as likely the API server's doing.
+        None => (
+            Err(ReconcileError::Deadline { limit: timeout }),
+            GuestFared::Unknown,
+        ),
+    };
     let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
         (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),
         _ => None,
@@ -282,24 +304,31 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
 }
 
 /// Runs `work` until `limit` after `started`, extended by the time the guest was
-/// `paused` for its CPU budget; `None` when it ran out.
+/// `paused` for its CPU budget until `stopping` is cancelled; `None` when it ran out.
 async fn outer_timeout<F: std::future::Future>(
     started: Instant,
     limit: Duration,
     paused: &AtomicU64,
+    stopping: &CancellationToken,
     work: F,
 ) -> Option<F::Output> {
     let mut work = std::pin::pin!(work);
     loop {
-        let paused_so_far = paused.load(Ordering::Relaxed);
+        let stopped = stopping.is_cancelled();
+        let paused_so_far = if stopped {
+            0
+        } else {
+            paused.load(Ordering::Relaxed)
+        };
         let deadline = started + limit + Duration::from_nanos(paused_so_far);
         tokio::select! {
             output = &mut work => return Some(output),
             () = tokio::time::sleep_until(deadline.into()) => {
-                if paused.load(Ordering::Relaxed) == paused_so_far {
+                if stopped || paused.load(Ordering::Relaxed) == paused_so_far {
                     return None;
                 }
             }
+            () = stopping.cancelled(), if !stopped => {}
         }
     }
 }
