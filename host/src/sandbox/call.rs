@@ -209,8 +209,9 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     // yield to the executor (a busy guest never holds an executor thread for long),
     // sleeping first if the plugin is over its CPU budget (which demotes it, so the call
     // moves to the demoted threads for the rest). Time paused for the budget does not
-    // count against the deadline, a guest is not failed for being throttled, until its
-    // controller is stopping: then it does, so that the stop waits no longer than it.
+    // count against the deadline (a guest is not failed for being throttled) until its
+    // controller is stopping; from then on it does, so that a stop waits for the call no
+    // longer than its deadline.
     let paused = Arc::new(AtomicU64::new(0));
     let cpu = setup.cpu.clone();
     let clock = store.data().clock.clone();
@@ -229,8 +230,8 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
         if elapsed >= timeout {
             return Ok(UpdateDeadline::Interrupt);
         }
-        let left = timeout - elapsed;
-        let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(left));
+        let longest = if stopping { timeout - elapsed } else { timeout };
+        let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(longest));
         if let Some(pause) = pause {
             cpu.record_pause(pause);
             paused.fetch_add(nanos(pause), Ordering::Relaxed);
