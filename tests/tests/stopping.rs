@@ -14,7 +14,7 @@ use kubewasm::grant::Grant;
 use kubewasm::ops::metrics::Metrics;
 use kubewasm::reconciler::{Action, Description, HostCalls, ReconcileError, Reconciler};
 use kubewasm::runtime::{Runtime, RuntimeOptions};
-use kubewasm::sandbox::{Limits, PluginOptions, Sandbox};
+use kubewasm::sandbox::{Limits, PluginOptions, Sandbox, WasmPlugin};
 use kubewasm_tests::host::config_map_grant;
 use kubewasm_tests::plugins::test_guest_bytes;
 use kubewasm_tests::{admin_client, admin_config, test_namespace, wait};
@@ -121,6 +121,34 @@ fn active_workers(runtime: &Runtime, plugin: &str) -> i64 {
         .get()
 }
 
+/// Starts the misbehave guest as plugin `name` over `namespace`, whose object makes it
+/// loop, and waits for its call to start.
+async fn start_looping(
+    runtime: &Runtime,
+    sandbox: &Arc<Sandbox>,
+    name: &str,
+    namespace: &str,
+    options: PluginOptions,
+) -> anyhow::Result<Arc<WasmPlugin>> {
+    let (plugin, _) = sandbox
+        .load(name, test_guest_bytes("misbehave"), options)
+        .await?;
+    let plugin = Arc::new(plugin);
+    runtime
+        .start_plugin(
+            name,
+            plugin.clone(),
+            Grant::parse(&config_map_grant(namespace), "test")?,
+        )
+        .await?;
+    wait::until("the looping call to start", WAIT, || {
+        let running = active_workers(runtime, name) == 1;
+        async move { Ok(running.then_some(())) }
+    })
+    .await?;
+    Ok(plugin)
+}
+
 /// Cancelled reconciles are dropped by their runtime soon after the stop returns.
 async fn until_no_active_workers(runtime: &Runtime, plugin: &str) -> anyhow::Result<()> {
     wait::until("no reconcile of the plugin left running", WAIT, || {
@@ -200,19 +228,7 @@ async fn a_looping_guest_is_cancelled_when_its_plugin_stops() -> anyhow::Result<
         },
         ..PluginOptions::default()
     };
-    let (plugin, _) = sandbox
-        .load("looping", test_guest_bytes("misbehave"), options)
-        .await?;
-    let plugin = Arc::new(plugin);
-    let grant = || Grant::parse(&config_map_grant(&namespace), "test");
-    runtime
-        .start_plugin("looping", plugin.clone(), grant()?)
-        .await?;
-    wait::until("the looping call to start", WAIT, || {
-        let running = active_workers(&runtime, "looping") == 1;
-        async move { Ok(running.then_some(())) }
-    })
-    .await?;
+    let plugin = start_looping(&runtime, &sandbox, "looping", &namespace, options).await?;
 
     tokio::time::timeout(WAIT, runtime.stop_plugin("looping"))
         .await
@@ -269,18 +285,7 @@ async fn a_throttled_looping_guest_ends_at_its_deadline_once_its_plugin_stops() 
         observer: Some(outcomes.clone()),
         ..PluginOptions::default()
     };
-    let (plugin, _) = sandbox
-        .load("throttled", test_guest_bytes("misbehave"), options)
-        .await?;
-    let grant = || Grant::parse(&config_map_grant(&namespace), "test");
-    runtime
-        .start_plugin("throttled", Arc::new(plugin), grant()?)
-        .await?;
-    wait::until("the looping call to start", WAIT, || {
-        let running = active_workers(&runtime, "throttled") == 1;
-        async move { Ok(running.then_some(())) }
-    })
-    .await?;
+    start_looping(&runtime, &sandbox, "throttled", &namespace, options).await?;
 
     tokio::time::timeout(WAIT, runtime.stop_plugin("throttled"))
         .await
