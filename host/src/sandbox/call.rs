@@ -218,15 +218,10 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     let paused_in_callback = paused.clone();
     let stopping_in_callback = stopping.clone();
     store.epoch_deadline_callback(move |_| {
-        let paused = &paused_in_callback;
         let stopping = stopping_in_callback.is_cancelled();
-        let elapsed = if stopping {
-            started.elapsed()
-        } else {
-            started
-                .elapsed()
-                .saturating_sub(Duration::from_nanos(paused.load(Ordering::Relaxed)))
-        };
+        let elapsed = started
+            .elapsed()
+            .saturating_sub(excused(&paused_in_callback, stopping));
         if elapsed >= timeout {
             return Ok(UpdateDeadline::Interrupt);
         }
@@ -234,7 +229,7 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
         let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(longest));
         if let Some(pause) = pause {
             cpu.record_pause(pause);
-            paused.fetch_add(nanos(pause), Ordering::Relaxed);
+            paused_in_callback.fetch_add(nanos(pause), Ordering::Relaxed);
             demotion.request();
         }
         let clock = clock.clone();
@@ -316,21 +311,27 @@ async fn outer_timeout<F: std::future::Future>(
     let mut work = std::pin::pin!(work);
     loop {
         let stopped = stopping.is_cancelled();
-        let paused_so_far = if stopped {
-            0
-        } else {
-            paused.load(Ordering::Relaxed)
-        };
-        let deadline = started + limit + Duration::from_nanos(paused_so_far);
+        let excused_so_far = excused(paused, stopped);
+        let deadline = started + limit + excused_so_far;
         tokio::select! {
             output = &mut work => return Some(output),
             () = tokio::time::sleep_until(deadline.into()) => {
-                if stopped || paused.load(Ordering::Relaxed) == paused_so_far {
+                if excused(paused, stopped) == excused_so_far {
                     return None;
                 }
             }
             () = stopping.cancelled(), if !stopped => {}
         }
+    }
+}
+
+/// The time paused for the CPU budget that does not count against a call's deadline:
+/// all of it, until its controller is `stopping`.
+fn excused(paused: &AtomicU64, stopping: bool) -> Duration {
+    if stopping {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(paused.load(Ordering::Relaxed))
     }
 }
 
