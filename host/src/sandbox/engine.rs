@@ -1,5 +1,6 @@
 //! The one wasmtime [`Engine`] of the process, and the ticker that drives its epochs.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -19,6 +20,8 @@ const POOL_MEMORY_KEEP_RESIDENT_BYTES_UNSCANNED: usize = 64 << 10;
 const POOL_TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
 /// Pooled slots returned to the kernel together.
 const POOL_DECOMMIT_BATCH: usize = 16;
+/// Frames of a trapping guest's stack its debug log shows.
+const GUEST_BACKTRACE_FRAMES: NonZeroUsize = NonZeroUsize::new(20).expect("not zero");
 
 /// How instances get their memories and tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -70,7 +73,8 @@ pub fn build(config: &EngineConfig) -> wasmtime::Result<Engine> {
         .consume_fuel(config.fuel)
         .memory_init_cow(true)
         .wasm_component_model(true)
-        .parallel_compilation(true);
+        .parallel_compilation(true)
+        .wasm_backtrace_max_frames(guest_backtrace_frames());
     if config.incremental_compilation {
         wasm.enable_incremental_compilation(std::sync::Arc::new(
             super::function_cache::FunctionCache::default(),
@@ -122,6 +126,14 @@ pub fn build(config: &EngineConfig) -> wasmtime::Result<Engine> {
     Engine::new(&wasm)
 }
 
+/// Frames of a trapping guest's stack to keep, when anything will read them: only the
+/// debug log of the trap does (`call::log_backtrace`). Capturing walks the whole stack,
+/// however few frames are kept, which for a stack overflow is half of the call's cost.
+fn guest_backtrace_frames() -> Option<NonZeroUsize> {
+    let logged = tracing::enabled!(target: "kubewasm::sandbox::call", tracing::Level::DEBUG);
+    logged.then_some(GUEST_BACKTRACE_FRAMES)
+}
+
 /// Advances `engine`'s epoch every [`EPOCH_TICK`] on a thread of its own, until the
 /// engine is dropped. A thread rather than a task: it must tick even when every
 /// executor thread is busy.
@@ -137,4 +149,21 @@ pub fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_backtraces_are_captured_only_when_their_debug_log_is_on() {
+        let info = tracing_subscriber::fmt().with_env_filter("info").finish();
+        tracing::subscriber::with_default(info, || assert_eq!(guest_backtrace_frames(), None));
+        let debug = tracing_subscriber::fmt()
+            .with_env_filter("kubewasm::sandbox=debug")
+            .finish();
+        tracing::subscriber::with_default(debug, || {
+            assert_eq!(guest_backtrace_frames(), Some(GUEST_BACKTRACE_FRAMES))
+        });
+    }
 }
