@@ -109,11 +109,21 @@ pub enum ReconcileError {
     /// The host could not run the plugin at all.
     #[error("could not be run: {0}")]
     Host(String),
+    /// The plugin was stopping (removed, reloaded onto new watches, or the host shutting
+    /// down), and the call, paused for its CPU budget, was ended at its deadline
+    /// counting those pauses; the guest itself had not run past it.
+    #[error(
+        "ended at its deadline of {limit:?}, its CPU budget pauses counted, as it was stopping"
+    )]
+    Stopped {
+        /// The deadline.
+        limit: Duration,
+    },
 }
 
 impl ReconcileError {
     /// A short label for metrics: `reported`, `trap`, `deadline`, `memory`, `fuel`,
-    /// `invalid_result` or `host`.
+    /// `invalid_result`, `host` or `stopped`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Reported { .. } => "reported",
@@ -123,6 +133,7 @@ impl ReconcileError {
             Self::FuelExhausted { .. } => "fuel",
             Self::InvalidResult(_) => "invalid_result",
             Self::Host(_) => "host",
+            Self::Stopped { .. } => "stopped",
         }
     }
 

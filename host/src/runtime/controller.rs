@@ -47,6 +47,13 @@ impl ReconcileFailure {
             Self::Finalizer(_) => None,
         }
     }
+
+    /// Whether the call was ended because its plugin was stopping: no failure of the
+    /// object's, so no Event and no backoff (the plugin's next version, if any,
+    /// reconciles the object afresh).
+    fn is_stop(&self) -> bool {
+        matches!(self, Self::Plugin(ReconcileError::Stopped { .. }))
+    }
 }
 
 impl From<finalizer::Error<ReconcileError>> for ReconcileFailure {
@@ -139,6 +146,9 @@ impl ScopeController {
                         Err(controller::Error::ObjectNotFound(object)) => {
                             unqueued.gone(&object);
                             tracing::debug!(plugin = %name, %object, "object gone before its reconcile")
+                        }
+                        Err(controller::Error::ReconcilerFailed(err, object)) if err.is_stop() => {
+                            tracing::info!(plugin = %name, object = %object, "reconcile {err}")
                         }
                         Err(controller::Error::ReconcilerFailed(err, object)) => {
                             tracing::warn!(plugin = %name, object = %object, "reconcile failed: {err}")
@@ -423,7 +433,9 @@ async fn reconcile_object(
                 .reconcile_errors
                 .get_or_create(&controller_labels)
                 .inc();
-            publish_failure(&plugin, &object, err).await;
+            if !err.is_stop() {
+                publish_failure(&plugin, &object, err).await;
+            }
         }
     }
     result
@@ -494,6 +506,9 @@ fn error_policy(
     err: &ReconcileFailure,
     context: Arc<ScopeContext>,
 ) -> KubeAction {
+    if err.is_stop() {
+        return KubeAction::await_change();
+    }
     let plugin = &context.plugin;
     let uid = object.uid().unwrap_or_else(|| object.name_any());
     let backoff = plugin.backoff.on_failure(&uid);

@@ -281,6 +281,17 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
             GuestFared::Unknown,
         ),
     };
+    // A stopping plugin's calls count their budget pauses against the deadline: one
+    // ended there before its guest had run for as long did not break, it was stopped.
+    let ran = started
+        .elapsed()
+        .saturating_sub(Duration::from_nanos(paused.load(Ordering::Relaxed)));
+    let (result, guest) = match result {
+        Err(ReconcileError::Deadline { limit }) if stopping.is_cancelled() && ran < limit => {
+            (Err(ReconcileError::Stopped { limit }), GuestFared::Unknown)
+        }
+        other => (other, guest),
+    };
     let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
         (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),
         _ => None,
@@ -345,7 +356,7 @@ fn how_the_guest_fared(err: &ReconcileError) -> GuestFared {
         | ReconcileError::MemoryLimit { .. }
         | ReconcileError::FuelExhausted { .. }
         | ReconcileError::InvalidResult(_) => GuestFared::Broke,
-        ReconcileError::Host(_) => GuestFared::Unknown,
+        ReconcileError::Host(_) | ReconcileError::Stopped { .. } => GuestFared::Unknown,
     }
 }
 
