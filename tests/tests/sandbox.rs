@@ -7,7 +7,7 @@ use std::time::Duration;
 use kubewasm::memory_host::MemoryHost;
 use kubewasm::reconciler::{Action, EventType, ObjectRef, ReconcileError, Reconciler};
 use kubewasm::sandbox::{
-    CacheOutcome, Limits, LoadError, PluginOptions, Sandbox, SandboxConfig, WasmPlugin,
+    CacheOutcome, Limits, LoadError, LogRate, PluginOptions, Sandbox, SandboxConfig, WasmPlugin,
 };
 use kubewasm_tests::components::{contract_component, contract_wit, dummy_component};
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
@@ -324,6 +324,49 @@ async fn a_guest_that_keeps_breaking_is_held_to_a_share_of_its_budget_until_a_ca
     ));
     assert_eq!(ended(), 1, "the run ended");
     assert!(!observer.breaking(), "the run ended");
+}
+
+#[tokio::test]
+async fn a_guest_flooding_its_log_on_every_call_keeps_breaking_though_its_calls_return() {
+    // Time and budget enough that the floods, slow in a debug build, return unpaused.
+    let limits = Limits {
+        timeout: Duration::from_secs(60),
+        cpu_millicores: 4000,
+        ..Limits::default()
+    };
+    let observer = Arc::new(BudgetObserver::default());
+    let plugin = sandbox()
+        .load(
+            "floods",
+            test_guest_bytes("misbehave"),
+            PluginOptions {
+                limits,
+                // A burst of exactly 256 of the flood's 1023-byte lines, refilled too
+                // slowly to let anything more through.
+                log_rate: LogRate {
+                    bytes_per_second: 1,
+                    burst_bytes: 256 * 1023,
+                },
+                observer: Some(observer.clone()),
+            },
+        )
+        .await
+        .expect("the plugin loads")
+        .0;
+    // 10 MB of stdout a call, against a log burst of about 256 KiB.
+    for call in 1..=4 {
+        assert_eq!(apply(&plugin, "log-flood").await, Ok(Action::AwaitChange));
+        assert_eq!(observer.breaking(), call == 4, "after {call} floods");
+    }
+    // A call that writes a line or two is no flood, though the rate limit, spent by
+    // the floods, drops its lines too.
+    let dropped = plugin.log().dropped_lines();
+    assert_eq!(apply(&plugin, "log").await, Ok(Action::AwaitChange));
+    assert!(
+        plugin.log().dropped_lines() > dropped,
+        "the rate limit is spent"
+    );
+    assert!(!observer.breaking(), "a call came through");
 }
 
 #[tokio::test]

@@ -246,6 +246,7 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
         ),
         ("kubewasm_plugin_breaking", "plugin=\"hostile-panic\""),
         ("kubewasm_plugin_breaking", "plugin=\"hostile-recurse\""),
+        ("kubewasm_plugin_breaking", "plugin=\"hostile-log-flood\""),
     ];
     for (name, labels) in expectations {
         wait::until(&format!("{name}{{{labels}}}"), WAIT, || async {

@@ -33,6 +33,7 @@ impl log::Host for CallState {
             log::Level::Warn => reconciler::LogLevel::Warn,
             log::Level::Error => reconciler::LogLevel::Error,
         };
+        self.output.add(message.len());
         self.log.line(level, &self.subject, &message);
     }
 }

@@ -17,7 +17,7 @@ use super::bindings::ReconcilerPre;
 use super::cpu::{
     BROKEN_SHARE, BROKEN_STREAK, BrokenStreak, CpuBudget, GuestClock, GuestFared, nanos,
 };
-use super::guest_log::PluginLog;
+use super::guest_log::{CallOutput, PluginLog};
 use super::guest_threads::{Demotion, NormalThreads};
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
@@ -37,6 +37,8 @@ pub struct CallState {
     pub(super) host_runtime: Handle,
     pub(super) normal_threads: NormalThreads,
     pub(super) log: Arc<PluginLog>,
+    /// The call's log output so far.
+    pub(super) output: CallOutput,
     pub(super) subject: String,
     /// How long the guest has been running, for the CPU budget.
     pub(super) clock: GuestClock,
@@ -179,14 +181,16 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     let subject = setup.host.subject();
     let stopping = setup.host.stopping();
     let stderr_tail = StderrTail::default();
+    let output = CallOutput::default();
     let state = CallState {
-        wasi: wasi::context(&setup.log, &subject, &stderr_tail),
+        wasi: wasi::context(&setup.log, &subject, &stderr_tail, &output),
         table: ResourceTable::new(),
         limiter: CallLimiter::new(setup.limits.memory_bytes),
         host: setup.host,
         host_runtime: setup.host_runtime,
         normal_threads: setup.normal_threads,
         log: setup.log.clone(),
+        output: output.clone(),
         subject,
         clock: GuestClock::start(),
     };
@@ -291,6 +295,11 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
             (Err(ReconcileError::Stopped { limit }), GuestFared::Unknown)
         }
         other => (other, guest),
+    };
+    // Flooding the log on every call is misbehaving too, though the calls come through.
+    let guest = match guest {
+        GuestFared::CameThrough if setup.log.flooded_by(&output) => GuestFared::Broke,
+        other => other,
     };
     let fuel_used = match (setup.fuel_enabled, setup.limits.fuel) {
         (true, Some(limit)) => store.get_fuel().ok().map(|left| limit.saturating_sub(left)),

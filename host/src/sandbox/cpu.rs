@@ -12,7 +12,8 @@
 //! after yielding.
 //!
 //! A plugin that runs into debt, or whose guest breaks call after call (traps, runs
-//! out of memory or fuel, loops until its deadline, returns garbage), is also demoted
+//! out of memory or fuel, loops until its deadline, returns garbage, floods its log),
+//! is also demoted
 //! for [`DEMOTION`]: its calls run on the guest threads that get only the cores nothing
 //! else wants (see `guest_threads`). The budget caps what a plugin may take; demotion
 //! decides who waits when the cores are busy, so that a plugin spending its whole budget
@@ -51,7 +52,8 @@ pub const BROKEN_SHARE: f64 = 0.25;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestFared {
     /// It trapped, ran out of memory or fuel, was interrupted at its deadline running
-    /// its own code (a loop), or returned something that could not be lifted.
+    /// its own code (a loop), returned something that could not be lifted, or flooded
+    /// its log (more output in the call than the log rate's whole burst).
     Broke,
     /// It returned a result (success or a reported error).
     CameThrough,

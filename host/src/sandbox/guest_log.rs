@@ -2,8 +2,8 @@
 //! the plugin and the object, rate-limited per plugin so that a flooding guest costs the
 //! host little and drowns no one else's lines.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::rate::TokenBucket;
@@ -78,6 +78,12 @@ impl PluginLog {
         self.dropped_bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether one call's `output` was more than the rate limit ever lets through at
+    /// once (its burst): not a chatty plugin but one flooding its log.
+    pub fn flooded_by(&self, output: &CallOutput) -> bool {
+        output.bytes() > self.rate.burst_bytes
+    }
+
     /// Lines dropped since the last call of this method, for metrics.
     pub fn take_dropped_since_report(&self) -> u64 {
         self.dropped_unreported.swap(0, Ordering::Relaxed)
@@ -127,6 +133,23 @@ impl PluginLog {
     }
 }
 
+/// The log output of one call (stdout, stderr and the `log` import), in bytes, whether
+/// the rate limit let it through or not.
+#[derive(Debug, Clone, Default)]
+pub struct CallOutput(Arc<AtomicU64>);
+
+impl CallOutput {
+    /// Counts `bytes` more.
+    pub fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The bytes counted.
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// `s` cut to at most `max` bytes on a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -158,6 +181,26 @@ mod tests {
         // The burst admits ten 10-byte lines; the refill in a few microseconds is nil.
         assert_eq!(log.dropped_lines(), 10);
         assert_eq!(log.dropped_bytes(), 100);
+    }
+
+    #[test]
+    fn a_call_floods_the_log_with_more_than_the_whole_burst() {
+        let log = PluginLog::new(
+            "flood",
+            LogRate {
+                bytes_per_second: 1,
+                burst_bytes: 100,
+            },
+        );
+        let output = CallOutput::default();
+        output.add(60);
+        output.add(40);
+        assert!(
+            !log.flooded_by(&output),
+            "the burst's worth is chatty at most"
+        );
+        output.add(1);
+        assert!(log.flooded_by(&output));
     }
 
     #[test]

@@ -12,22 +12,24 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
-use super::guest_log::{MAX_LINE_BYTES, PluginLog};
+use super::guest_log::{CallOutput, MAX_LINE_BYTES, PluginLog};
 use crate::reconciler::LogLevel;
 
 /// How much of the guest's stderr is kept for error messages (a panic message, say).
 const STDERR_TAIL_BYTES: usize = 2048;
 
-/// A WASI context that grants nothing, with stdout and stderr going to `log`.
-pub fn context(log: &Arc<PluginLog>, object: &str, stderr_tail: &StderrTail) -> WasiCtx {
+/// A WASI context that grants nothing, with stdout and stderr going to `log` and
+/// counted in `output`.
+pub fn context(
+    log: &Arc<PluginLog>,
+    object: &str,
+    stderr_tail: &StderrTail,
+    output: &CallOutput,
+) -> WasiCtx {
+    let stream = |level, tail| GuestOutput::new(log, object, level, tail, output.clone());
     WasiCtxBuilder::new()
-        .stdout(GuestOutput::new(log, object, LogLevel::Info, None))
-        .stderr(GuestOutput::new(
-            log,
-            object,
-            LogLevel::Warn,
-            Some(stderr_tail.clone()),
-        ))
+        .stdout(stream(LogLevel::Info, None))
+        .stderr(stream(LogLevel::Warn, Some(stderr_tail.clone())))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
@@ -73,10 +75,17 @@ struct LineBuffer {
     level: LogLevel,
     pending: Vec<u8>,
     tail: Option<StderrTail>,
+    written: CallOutput,
 }
 
 impl GuestOutput {
-    fn new(log: &Arc<PluginLog>, object: &str, level: LogLevel, tail: Option<StderrTail>) -> Self {
+    fn new(
+        log: &Arc<PluginLog>,
+        object: &str,
+        level: LogLevel,
+        tail: Option<StderrTail>,
+        written: CallOutput,
+    ) -> Self {
         Self {
             inner: Arc::new(Mutex::new(LineBuffer {
                 log: log.clone(),
@@ -84,12 +93,14 @@ impl GuestOutput {
                 level,
                 pending: Vec::new(),
                 tail,
+                written,
             })),
         }
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
         let mut buffer = self.inner.lock().expect("guest output poisoned");
+        buffer.written.add(bytes.len());
         if let Some(tail) = &buffer.tail {
             tail.push(&String::from_utf8_lossy(bytes));
         }
