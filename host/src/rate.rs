@@ -1,6 +1,8 @@
-//! A token bucket: the rate limit behind a plugin's log output and its Events.
+//! Rate limits: a token bucket, behind a plugin's log output and its Events, and the
+//! limit on the lines the host itself writes about each plugin's failures.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Admits work at `rate` units per second, with bursts of up to `burst` units.
@@ -46,6 +48,58 @@ impl TokenBucket {
     }
 }
 
+/// What [`LineLimit::admit`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineAdmitted {
+    /// Write the line, and say how many were held back since the last one written.
+    Write {
+        /// Lines held back since the last one written.
+        held_back: u64,
+    },
+    /// Hold this line back: the first since one was written, so say that from here on
+    /// lines are held back.
+    FirstHeldBack,
+    /// Hold this line back.
+    HeldBack,
+}
+
+/// Lines the host writes for each failure of one plugin: at most `rate` a second with
+/// bursts of `burst`, the rest held back and counted, so that a plugin failing on
+/// thousands of objects cannot flood the host's log.
+#[derive(Debug)]
+pub struct LineLimit {
+    bucket: TokenBucket,
+    held_back: AtomicU64,
+}
+
+impl LineLimit {
+    /// A limit with its whole burst available.
+    pub fn new(rate: u64, burst: u64) -> Self {
+        Self {
+            bucket: TokenBucket::new(rate, burst),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the next line may be written.
+    pub fn admit(&self) -> LineAdmitted {
+        if self.bucket.admit(1) {
+            LineAdmitted::Write {
+                held_back: self.take_held_back(),
+            }
+        } else if self.held_back.fetch_add(1, Ordering::Relaxed) == 0 {
+            LineAdmitted::FirstHeldBack
+        } else {
+            LineAdmitted::HeldBack
+        }
+    }
+
+    /// Lines held back since the last one written; counting starts again.
+    pub fn take_held_back(&self) -> u64 {
+        self.held_back.swap(0, Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +111,33 @@ mod tests {
         assert!(bucket.admit(4));
         assert!(bucket.admit(6));
         assert!(!bucket.admit(1));
+    }
+
+    #[test]
+    fn lines_over_the_limit_are_held_back_and_counted() {
+        let lines = LineLimit::new(1, 2);
+        let admitted: Vec<_> = (0..5).map(|_| lines.admit()).collect();
+        assert_eq!(
+            admitted,
+            [
+                LineAdmitted::Write { held_back: 0 },
+                LineAdmitted::Write { held_back: 0 },
+                LineAdmitted::FirstHeldBack,
+                LineAdmitted::HeldBack,
+                LineAdmitted::HeldBack,
+            ]
+        );
+        assert_eq!(lines.take_held_back(), 3);
+        assert_eq!(lines.take_held_back(), 0);
+    }
+
+    #[test]
+    fn the_next_line_written_says_how_many_were_held_back() {
+        // A line every 50 ms: the second comes sooner, and the third after one is earned.
+        let lines = LineLimit::new(20, 1);
+        assert_eq!(lines.admit(), LineAdmitted::Write { held_back: 0 });
+        assert_eq!(lines.admit(), LineAdmitted::FirstHeldBack);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(lines.admit(), LineAdmitted::Write { held_back: 1 });
     }
 }

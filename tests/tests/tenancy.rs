@@ -2,12 +2,13 @@
 //! checked by the API server, and hostile plugins that cannot take the host down.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use kubewasm::runtime::{FAILURE_LINES_BURST, FAILURE_LINES_PER_SECOND};
 use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
 use kubewasm_tests::{TestUser, admin_client, test_namespace, wait};
@@ -268,5 +269,67 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
         host.manager().runtime().ready(),
         "the host is no longer ready"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_failing_on_every_object_does_not_flood_the_host_log() -> anyhow::Result<()> {
+    const OBJECTS: usize = 100;
+    const PLUGIN: &str = "fails-loudly";
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "loud").await?;
+    let started = Instant::now();
+    let host = TestHost::start(&[PluginFiles::new(
+        PLUGIN,
+        test_guest_bytes("misbehave"),
+        config_map_grant(&namespace),
+    )])
+    .await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    for i in 0..OBJECTS {
+        api.create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: object_meta(&format!("failing-{i}")),
+                data: Some(BTreeMap::from([("behaviour".into(), "fail".into())])),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    let failures = || {
+        host.metric(
+            "controller_runtime_reconcile_errors_total",
+            &format!("controller=\"{PLUGIN}\""),
+        )
+    };
+    let logged = |needles: &[&str]| {
+        let plugin = format!("plugin={PLUGIN}");
+        let mut needles = needles.to_vec();
+        needles.push(&plugin);
+        kubewasm_tests::logs::matching(&needles).len()
+    };
+    wait::until("every object to fail once", WAIT, || async {
+        Ok((failures() >= OBJECTS as f64).then_some(()))
+    })
+    .await?;
+    let written = logged(&["WARN", "reconcile failed"]);
+    let allowed = FAILURE_LINES_BURST as f64
+        + FAILURE_LINES_PER_SECOND as f64 * started.elapsed().as_secs_f64().ceil();
+    assert!(
+        (written as f64) <= allowed && written < OBJECTS,
+        "{written} failures logged, {allowed} allowed"
+    );
+    // Said when it begins holding lines back, again only after writing one.
+    let notices = logged(&[
+        "WARN",
+        "failed reconciles a second: the rest only at debug level",
+    ]);
+    assert!((1..=written).contains(&notices), "{notices} notices");
+    // The objects fail again every 2 s; the next line written counts those held back.
+    wait::until("a line saying how many were held back", WAIT, || async {
+        Ok((logged(&["WARN", "reconcile failed", "held_back="]) > 0).then_some(()))
+    })
+    .await?;
     Ok(())
 }

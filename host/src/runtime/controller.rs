@@ -26,6 +26,7 @@ use super::plugin::{PluginShared, PluginVersion};
 use super::wakes::{wake_hash, wakes};
 use super::watches::{SharedWatch, matches};
 use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
+use crate::rate::LineAdmitted;
 use crate::reconciler::{Action, ReconcileError};
 use crate::thread_cpu::{Charging, Metered};
 
@@ -122,6 +123,7 @@ impl ScopeController {
                 .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let scope = watch.key().to_string();
         let name = plugin.name.clone();
+        let failures = plugin.clone();
         let context = Arc::new(ScopeContext {
             plugin,
             filter: filter.clone(),
@@ -151,7 +153,7 @@ impl ScopeController {
                             tracing::info!(plugin = %name, object = %object, "reconcile {err}")
                         }
                         Err(controller::Error::ReconcilerFailed(err, object)) => {
-                            tracing::warn!(plugin = %name, object = %object, "reconcile failed: {err}")
+                            log_failure(&failures, &object, &err)
                         }
                         Err(err) => tracing::warn!(plugin = %name, watch = %scope, "controller: {err}"),
                     }
@@ -488,6 +490,39 @@ async fn drain(
         })?;
     tracing::info!(plugin = %calls.plugin.name, object = %object.name_any(), "drained");
     Ok(KubeAction::await_change())
+}
+
+/// Logs a failed reconcile, within the plugin's [`super::FAILURE_LINES_PER_SECOND`]; the
+/// rest go to the debug log.
+fn log_failure(
+    plugin: &PluginShared,
+    object: &kube::runtime::reflector::ObjectRef<DynamicObject>,
+    err: &ReconcileFailure,
+) {
+    let name = plugin.name.as_str();
+    match plugin.failure_lines.admit() {
+        LineAdmitted::Write { held_back: 0 } => {
+            tracing::warn!(plugin = name, %object, "reconcile failed: {err}")
+        }
+        LineAdmitted::Write { held_back } => tracing::warn!(
+            plugin = name,
+            %object,
+            held_back,
+            "reconcile failed: {err} (and {held_back} more since the last one logged)"
+        ),
+        LineAdmitted::FirstHeldBack => {
+            tracing::warn!(
+                plugin = name,
+                "more than {} failed reconciles a second: the rest only at debug level, \
+                 counted in controller_runtime_reconcile_errors_total",
+                super::FAILURE_LINES_PER_SECOND
+            );
+            tracing::debug!(plugin = name, %object, "reconcile failed: {err}")
+        }
+        LineAdmitted::HeldBack => {
+            tracing::debug!(plugin = name, %object, "reconcile failed: {err}")
+        }
+    }
 }
 
 async fn publish_failure(plugin: &PluginShared, object: &DynamicObject, err: &ReconcileFailure) {

@@ -27,11 +27,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::grant::Grant;
 use crate::ops::metrics::Metrics;
+use crate::rate::LineLimit;
 use crate::reconciler::Reconciler;
 use controller::ScopeController;
 use events::PluginEvents;
 pub use host_calls::host_error;
 pub use kinds::{KindError, Kinds, ResolvedKind};
+pub use plugin::{FAILURE_LINES_BURST, FAILURE_LINES_PER_SECOND};
 use plugin::{PluginShared, PluginVersion};
 pub use watches::{WatchKey, Watches};
 
@@ -242,6 +244,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
             backoff: Default::default(),
+            failure_lines: LineLimit::new(FAILURE_LINES_PER_SECOND, FAILURE_LINES_BURST),
         });
         self.metrics
             .max_concurrent
@@ -401,7 +404,15 @@ impl Runtime {
         let name = name.to_string();
         Ok(async move {
             stop_controllers(running.controllers, grace).await;
-            tracing::info!(plugin = name, "plugin stopped");
+            match running.shared.failure_lines.take_held_back() {
+                0 => tracing::info!(plugin = name, "plugin stopped"),
+                held_back => tracing::info!(
+                    plugin = name,
+                    held_back,
+                    "plugin stopped; {held_back} of its failed reconciles since the last \
+                     one logged were over the log's limit"
+                ),
+            }
         })
     }
 

@@ -11,7 +11,14 @@ use super::kinds::{Kinds, ResolvedKind};
 use super::watches::Watches;
 use crate::grant::Grant;
 use crate::ops::metrics::Metrics;
+use crate::rate::LineLimit;
 use crate::reconciler::Reconciler;
+
+/// Failed reconciles a second the host logs for one plugin, sustained; the rest go to
+/// the debug log (every one is counted in `controller_runtime_reconcile_errors_total`).
+pub const FAILURE_LINES_PER_SECOND: u64 = 1;
+/// Failed reconciles the host logs for one plugin at once.
+pub const FAILURE_LINES_BURST: u64 = 20;
 
 /// One version of a plugin: its logic, its grant and what follows from them. Swapped
 /// whole on reload; calls in flight finish on the version they started with.
@@ -58,6 +65,8 @@ pub struct PluginShared {
     pub slots: ArcSwap<Semaphore>,
     /// Per-object failure backoff.
     pub backoff: Backoff,
+    /// The host's log lines for its failed reconciles.
+    pub failure_lines: LineLimit,
 }
 
 impl std::fmt::Debug for PluginShared {
