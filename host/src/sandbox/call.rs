@@ -21,6 +21,7 @@ use super::guest_log::{CallOutput, PluginLog};
 use super::guest_threads::{Demotion, NormalThreads};
 use super::limits::{CallLimiter, Limits, MemoryLimitHit};
 use super::wasi::{self, StderrTail};
+use crate::rate::LineAdmitted;
 use crate::reconciler::{HostCalls, ReconcileError};
 
 /// Extra time the outer timeout gives a call beyond its deadline, so that a guest
@@ -133,18 +134,8 @@ pub async fn call(
         fuel_used,
         guest,
     } = run(setup, export, demotion).await;
-    match cpu.record_call(guest) {
-        Some(BrokenStreak::Began) => tracing::warn!(
-            plugin = plugin.plugin(),
-            "the guest broke on {BROKEN_STREAK} calls in a row: demoted, and held to {}% of \
-             its CPU budget until a call comes through",
-            BROKEN_SHARE * 100.0
-        ),
-        Some(BrokenStreak::Ended) => tracing::info!(
-            plugin = plugin.plugin(),
-            "a call came through after a run of broken ones: the full CPU budget is back"
-        ),
-        None => {}
+    if let Some(streak) = cpu.record_call(guest) {
+        log_streak(&plugin, streak);
     }
     if let Some(observer) = observer {
         let (outcome, trap) = match &result {
@@ -316,6 +307,33 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
         result,
         fuel_used,
         guest,
+    }
+}
+
+/// Logs a run of broken calls beginning or ending, within the plugin's limit on such
+/// lines; the rest go to the debug log.
+fn log_streak(log: &PluginLog, streak: BrokenStreak) {
+    let plugin = log.plugin();
+    let held_back = match log.admit_streak_line() {
+        LineAdmitted::Write { held_back } => held_back,
+        LineAdmitted::FirstHeldBack | LineAdmitted::HeldBack => {
+            tracing::debug!(plugin, ?streak, "a run of broken calls began or ended");
+            return;
+        }
+    };
+    match streak {
+        BrokenStreak::Began => tracing::warn!(
+            plugin,
+            held_back,
+            "the guest broke on {BROKEN_STREAK} calls in a row: demoted, and held to {}% of \
+             its CPU budget until a call comes through",
+            BROKEN_SHARE * 100.0
+        ),
+        BrokenStreak::Ended => tracing::info!(
+            plugin,
+            held_back,
+            "a call came through after a run of broken ones: the full CPU budget is back"
+        ),
     }
 }
 

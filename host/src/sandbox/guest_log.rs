@@ -1,16 +1,23 @@
 //! Guest log output (the `log` import, stdout and stderr) as tracing lines tagged with
 //! the plugin and the object, rate-limited per plugin so that a flooding guest costs the
-//! host little and drowns no one else's lines.
+//! host little and drowns no one else's lines; and the limit on the host's own lines
+//! about how the plugin's calls fare.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::rate::TokenBucket;
+use crate::rate::{LineAdmitted, LineLimit, TokenBucket};
 use crate::reconciler::LogLevel;
 
 /// Longest line kept; the rest of a longer line is cut.
 pub const MAX_LINE_BYTES: usize = 4096;
+/// Lines a second the host writes about one plugin's runs of broken calls beginning and
+/// ending, sustained (a guest that breaks on most objects but not all begins and ends
+/// such runs again and again); the rest go to the debug log.
+const STREAK_LINES_PER_SECOND: u64 = 1;
+/// Such lines at once.
+const STREAK_LINES_BURST: u64 = 10;
 
 /// Rate limit of one plugin's log output.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +47,7 @@ pub struct PluginLog {
     dropped_lines: AtomicU64,
     dropped_bytes: AtomicU64,
     dropped_unreported: AtomicU64,
+    streak_lines: LineLimit,
 }
 
 /// When the log last said that lines were dropped, and how many since.
@@ -60,6 +68,7 @@ impl PluginLog {
             dropped_lines: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             dropped_unreported: AtomicU64::new(0),
+            streak_lines: LineLimit::new(STREAK_LINES_PER_SECOND, STREAK_LINES_BURST),
         }
     }
 
@@ -82,6 +91,12 @@ impl PluginLog {
     /// once (its burst): not a chatty plugin but one flooding its log.
     pub fn flooded_by(&self, output: &CallOutput) -> bool {
         output.bytes() > self.rate.burst_bytes
+    }
+
+    /// Whether the host may write its next line about a run of broken calls beginning
+    /// or ending.
+    pub fn admit_streak_line(&self) -> LineAdmitted {
+        self.streak_lines.admit()
     }
 
     /// Lines dropped since the last call of this method, for metrics.
