@@ -38,7 +38,9 @@ pub fn config_map_grant(namespace: &str) -> String {
 
 /// A host and its plugins directory.
 pub struct TestHost {
-    dir: tempfile::TempDir,
+    /// Holds the plugins directory; removed when the host is dropped.
+    _root: tempfile::TempDir,
+    plugins_dir: PathBuf,
     sandbox: kubewasm::sandbox::SandboxConfig,
     manager: Option<Manager>,
 }
@@ -54,12 +56,28 @@ impl TestHost {
         plugins: &[PluginFiles],
         sandbox: kubewasm::sandbox::SandboxConfig,
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let root = tempfile::tempdir()?;
         for plugin in plugins {
-            write_plugin(dir.path(), plugin)?;
+            write_plugin(root.path(), plugin)?;
         }
+        let plugins_dir = root.path().to_path_buf();
+        Self::launch(root, plugins_dir, sandbox).await
+    }
+
+    /// Starts a host on `plugins_dir`, a path within `root` that the caller has laid
+    /// out (a symlink to a directory, say); `root` is removed with the host.
+    pub async fn start_at(root: tempfile::TempDir, plugins_dir: PathBuf) -> anyhow::Result<Self> {
+        Self::launch(root, plugins_dir, crate::sandbox_config()).await
+    }
+
+    async fn launch(
+        root: tempfile::TempDir,
+        plugins_dir: PathBuf,
+        sandbox: kubewasm::sandbox::SandboxConfig,
+    ) -> anyhow::Result<Self> {
         let mut host = Self {
-            dir,
+            _root: root,
+            plugins_dir,
             sandbox,
             manager: None,
         };
@@ -71,7 +89,7 @@ impl TestHost {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         assert!(self.manager.is_none(), "the host is running");
         let options = ManagerOptions {
-            plugins_dir: self.dir.path().to_path_buf(),
+            plugins_dir: self.plugins_dir.clone(),
             sandbox: self.sandbox.clone(),
             runtime: RuntimeOptions::default(),
             metrics_addr: None,
@@ -97,12 +115,12 @@ impl TestHost {
 
     /// The plugins directory.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.plugins_dir
     }
 
     /// Path of `NAME.wasm`.
     pub fn wasm_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.wasm"))
+        self.plugins_dir.join(format!("{name}.wasm"))
     }
 
     /// The host's metrics, in the text format.

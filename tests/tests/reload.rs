@@ -1,7 +1,7 @@
 //! Hot reload on a real API server: a replaced plugin converges every object with no
 //! failed or lost reconcile, broken files never replace the running version, removed
-//! plugins stop, a plugin compiling holds up no other plugin's change, and draining
-//! retires a plugin cleanly.
+//! plugins stop, directories published by swapping a symlink are followed, a plugin
+//! compiling holds up no other plugin's change, and draining retires a plugin cleanly.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -279,6 +279,91 @@ async fn removed_plugins_stop_and_new_ones_start() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(host.metric("kubewasm_watches", ""), 0.0);
+    Ok(())
+}
+
+/// Publishes `plugins` as a Kubernetes ConfigMap volume does: into a new directory
+/// `version` of `dir`, then by renaming a new `..data` symlink to it over the old.
+fn publish_like_a_volume(dir: &Path, version: &str, plugins: &[PluginFiles]) -> anyhow::Result<()> {
+    std::fs::create_dir(dir.join(version))?;
+    for plugin in plugins {
+        write_plugin(&dir.join(version), plugin)?;
+    }
+    std::os::unix::fs::symlink(version, dir.join("..data_tmp"))?;
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_in_a_volume_updated_like_a_config_map_reloads() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "volume").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let stamp = |version: &str| {
+        PluginFiles::new(
+            "stamp",
+            test_guest_bytes(version),
+            config_map_grant(&namespace),
+        )
+    };
+    let host = TestHost::start(&[]).await?;
+    let dir = host.dir();
+    publish_like_a_volume(dir, "..v1", &[stamp("stamp-v1")])?;
+    for file in ["stamp.wasm", "stamp.yaml"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), dir.join(file))?;
+    }
+    let names: Vec<String> = (0..20).map(|i| format!("object-{i:02}")).collect();
+    create_all(&api, &names, "kubewasm.dev/stamp").await?;
+    all_stamped(&api, 20, "v1").await?;
+
+    // The update writes none of the files the plugin's symlinks name.
+    publish_like_a_volume(dir, "..v2", &[stamp("stamp-v2")])?;
+    std::fs::remove_dir_all(dir.join("..v1"))?;
+    all_stamped(&api, 20, "v2").await?;
+    reloads(&host, "ok", 1.0).await?;
+    assert_nothing_failed(&host);
+    Ok(())
+}
+
+/// Checks `plugin` out into directory `name` of `root` and links `root/current` to it,
+/// as a syncing sidecar publishes a new revision: a new symlink renamed over the old.
+fn check_out(root: &Path, name: &str, plugin: &PluginFiles) -> anyhow::Result<()> {
+    std::fs::create_dir(root.join(name))?;
+    write_plugin(&root.join(name), plugin)?;
+    std::os::unix::fs::symlink(name, root.join("current.tmp"))?;
+    std::fs::rename(root.join("current.tmp"), root.join("current"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugins_directory_behind_a_swapped_symlink_is_followed() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "swapped").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let stamp = |version: &str| {
+        PluginFiles::new(
+            "stamp",
+            test_guest_bytes(version),
+            config_map_grant(&namespace),
+        )
+    };
+    let root = tempfile::tempdir()?;
+    let revisions = root.path().to_path_buf();
+    check_out(&revisions, "rev1", &stamp("stamp-v1"))?;
+    let host = TestHost::start_at(root, revisions.join("current")).await?;
+    let names: Vec<String> = (0..20).map(|i| format!("object-{i:02}")).collect();
+    create_all(&api, &names, "kubewasm.dev/stamp").await?;
+    all_stamped(&api, 20, "v1").await?;
+
+    check_out(&revisions, "rev2", &stamp("stamp-v2"))?;
+    std::fs::remove_dir_all(revisions.join("rev1"))?;
+    all_stamped(&api, 20, "v2").await?;
+    // The new revision's directory is the one watched now.
+    overwrite(&host.wasm_path("stamp"), &test_guest_bytes("stamp-v1"));
+    all_stamped(&api, 20, "v1").await?;
+    reloads(&host, "ok", 2.0).await?;
+    assert_eq!(host.manager().runtime().plugin_names().await, ["stamp"]);
+    assert_nothing_failed(&host);
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use crate::reconciler::Reconciler;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
 
+mod links;
 mod watch;
 pub use watch::{ReloadOptions, watch};
 

@@ -8,7 +8,9 @@
 //! editor's save, a `rm` and `cp`) does not interrupt the plugin.
 //!
 //! Each plugin's changes are applied in order by a task of its own, so that a plugin
-//! whose new version takes seconds to compile holds up no other plugin's change.
+//! whose new version takes seconds to compile holds up no other plugin's change. A
+//! directory published by swapping a symlink rather than writing files is followed
+//! too (`links`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::links::{ResolvedDir, may_be_a_swap};
 use super::{LoadOutcome, PluginDir};
 
 /// How the directory is watched.
@@ -59,16 +62,15 @@ pub fn watch(
     options: ReloadOptions,
     shutdown: CancellationToken,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
-    let dir = std::fs::canonicalize(plugins.dir())?;
+    let mut dir = ResolvedDir::resolve(plugins.dir())?;
     let (changes, mut received) = mpsc::unbounded_channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(options.debounce, None, move |result| {
         let _ = changes.send(result);
     })?;
-    debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
-    tracing::info!(dir = %dir.display(), "watching the plugins directory for changes");
+    debouncer.watch(dir.resolved(), RecursiveMode::NonRecursive)?;
+    watch_link_parents(&mut debouncer, &dir);
+    tracing::info!(dir = %dir.resolved().display(), "watching the plugins directory for changes");
     Ok(tokio::spawn(async move {
-        // The debouncer stops watching when dropped: keep it for the task's life.
-        let _debouncer = debouncer;
         let mut workers = Workers {
             plugins,
             removal_grace: options.removal_grace,
@@ -88,22 +90,82 @@ pub fn watch(
                 Ok(events) => events,
                 Err(errors) => {
                     for error in errors {
-                        tracing::warn!(dir = %dir.display(), "watching the plugins directory: {error}");
+                        tracing::warn!(dir = %dir.resolved().display(), "watching the plugins directory: {error}");
                     }
                     continue;
                 }
             };
-            let names: BTreeSet<String> = events
-                .iter()
-                .flat_map(|event| event.paths.iter())
-                .filter_map(|path| plugin_of(&dir, path))
-                .collect();
+            let paths = events.iter().flat_map(|event| event.paths.iter());
+            let mut names = BTreeSet::new();
+            let (mut swapped, mut link_changed) = (false, false);
+            for path in paths {
+                let parent = path.parent();
+                if parent == Some(dir.resolved()) {
+                    match plugin_of(dir.resolved(), path) {
+                        Some(name) => {
+                            names.insert(name);
+                        }
+                        None => swapped |= may_be_a_swap(path),
+                    }
+                }
+                link_changed |= parent.is_some_and(|parent| dir.link_parents().contains(parent));
+            }
+            if link_changed && follow_moved_dir(&mut debouncer, &mut dir) {
+                swapped = true;
+            }
+            if swapped {
+                names.extend(workers.plugins.scan().unwrap_or_default());
+                names.extend(workers.plugins.loaded().into_keys());
+            }
             for name in names {
                 workers.changed(&name);
             }
         }
+        // The debouncer stops watching when dropped: it lives as long as the task.
+        drop(debouncer);
         workers.finish().await;
     }))
+}
+
+type Debouncer = notify_debouncer_full::Debouncer<
+    notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
+/// Watches the directories holding a symlink on the way to the plugins directory, so
+/// that a swap of one is seen. Watching one twice is harmless.
+fn watch_link_parents(debouncer: &mut Debouncer, dir: &ResolvedDir) {
+    for parent in dir.link_parents() {
+        if let Err(err) = debouncer.watch(parent, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %parent.display(), "not watching for the plugins directory being swapped: {err}");
+        }
+    }
+}
+
+/// Resolves the plugins directory again after a change beside a symlink on its path;
+/// when it now leads elsewhere, watches the new directory instead of the old, and says
+/// so (`true`).
+fn follow_moved_dir(debouncer: &mut Debouncer, dir: &mut ResolvedDir) -> bool {
+    let moved_from = match dir.re_resolve() {
+        Ok(Some(old)) => old,
+        Ok(None) => return false,
+        Err(err) => {
+            tracing::warn!(dir = %dir.resolved().display(), "the plugins directory cannot be resolved again; still watching it: {err}");
+            return false;
+        }
+    };
+    // The old directory may be gone already, and its watch with it.
+    let _ = debouncer.unwatch(&moved_from);
+    if let Err(err) = debouncer.watch(dir.resolved(), RecursiveMode::NonRecursive) {
+        tracing::error!(dir = %dir.resolved().display(), "cannot watch the plugins directory; changes will go unseen: {err}");
+    }
+    watch_link_parents(debouncer, dir);
+    tracing::info!(
+        from = %moved_from.display(),
+        to = %dir.resolved().display(),
+        "the plugins directory was swapped; looking at every plugin again"
+    );
+    true
 }
 
 /// One task per plugin that has changed, applying its changes in order.
