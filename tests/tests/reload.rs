@@ -282,42 +282,55 @@ async fn removed_plugins_stop_and_new_ones_start() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publishes `plugins` as a Kubernetes ConfigMap volume does: into a new directory
-/// `version` of `dir`, then by renaming a new `..data` symlink to it over the old.
-fn publish_like_a_volume(dir: &Path, version: &str, plugins: &[PluginFiles]) -> anyhow::Result<()> {
+/// Publishes `plugin` into a new directory `version` of `dir` and renames a new
+/// symlink `link` to it over the old, as a ConfigMap volume (`..data`) and a syncing
+/// sidecar (its checkout link) publish new files.
+fn publish_by_symlink(
+    dir: &Path,
+    version: &str,
+    link: &str,
+    plugin: &PluginFiles,
+) -> anyhow::Result<()> {
     std::fs::create_dir(dir.join(version))?;
-    for plugin in plugins {
-        write_plugin(&dir.join(version), plugin)?;
-    }
-    std::os::unix::fs::symlink(version, dir.join("..data_tmp"))?;
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data"))?;
+    write_plugin(&dir.join(version), plugin)?;
+    let new_link = dir.join(format!("{link}_tmp"));
+    std::os::unix::fs::symlink(version, &new_link)?;
+    std::fs::rename(new_link, dir.join(link))?;
     Ok(())
+}
+
+/// Plugin `stamp` as `version` (`stamp-v1`, `stamp-v2`) granted `namespace`.
+fn stamp(version: &str, namespace: &str) -> PluginFiles {
+    PluginFiles::new(
+        "stamp",
+        test_guest_bytes(version),
+        config_map_grant(namespace),
+    )
+}
+
+/// A fresh namespace's ConfigMaps and its name, holding 20 objects for `stamp`.
+async fn stamp_objects(prefix: &str) -> anyhow::Result<(Api<ConfigMap>, String)> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, prefix).await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let names: Vec<String> = (0..20).map(|i| format!("object-{i:02}")).collect();
+    create_all(&api, &names, "kubewasm.dev/stamp").await?;
+    Ok((api, namespace))
 }
 
 #[tokio::test]
 async fn a_plugin_in_a_volume_updated_like_a_config_map_reloads() -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let namespace = test_namespace(&client, "volume").await?;
-    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let stamp = |version: &str| {
-        PluginFiles::new(
-            "stamp",
-            test_guest_bytes(version),
-            config_map_grant(&namespace),
-        )
-    };
+    let (api, namespace) = stamp_objects("volume").await?;
     let host = TestHost::start(&[]).await?;
     let dir = host.dir();
-    publish_like_a_volume(dir, "..v1", &[stamp("stamp-v1")])?;
+    publish_by_symlink(dir, "..v1", "..data", &stamp("stamp-v1", &namespace))?;
     for file in ["stamp.wasm", "stamp.yaml"] {
         std::os::unix::fs::symlink(format!("..data/{file}"), dir.join(file))?;
     }
-    let names: Vec<String> = (0..20).map(|i| format!("object-{i:02}")).collect();
-    create_all(&api, &names, "kubewasm.dev/stamp").await?;
     all_stamped(&api, 20, "v1").await?;
 
     // The update writes none of the files the plugin's symlinks name.
-    publish_like_a_volume(dir, "..v2", &[stamp("stamp-v2")])?;
+    publish_by_symlink(dir, "..v2", "..data", &stamp("stamp-v2", &namespace))?;
     std::fs::remove_dir_all(dir.join("..v1"))?;
     all_stamped(&api, 20, "v2").await?;
     reloads(&host, "ok", 1.0).await?;
@@ -325,37 +338,26 @@ async fn a_plugin_in_a_volume_updated_like_a_config_map_reloads() -> anyhow::Res
     Ok(())
 }
 
-/// Checks `plugin` out into directory `name` of `root` and links `root/current` to it,
-/// as a syncing sidecar publishes a new revision: a new symlink renamed over the old.
-fn check_out(root: &Path, name: &str, plugin: &PluginFiles) -> anyhow::Result<()> {
-    std::fs::create_dir(root.join(name))?;
-    write_plugin(&root.join(name), plugin)?;
-    std::os::unix::fs::symlink(name, root.join("current.tmp"))?;
-    std::fs::rename(root.join("current.tmp"), root.join("current"))?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn a_plugins_directory_behind_a_swapped_symlink_is_followed() -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let namespace = test_namespace(&client, "swapped").await?;
-    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let stamp = |version: &str| {
-        PluginFiles::new(
-            "stamp",
-            test_guest_bytes(version),
-            config_map_grant(&namespace),
-        )
-    };
+    let (api, namespace) = stamp_objects("swapped").await?;
     let root = tempfile::tempdir()?;
     let revisions = root.path().to_path_buf();
-    check_out(&revisions, "rev1", &stamp("stamp-v1"))?;
+    publish_by_symlink(
+        &revisions,
+        "rev1",
+        "current",
+        &stamp("stamp-v1", &namespace),
+    )?;
     let host = TestHost::start_at(root, revisions.join("current")).await?;
-    let names: Vec<String> = (0..20).map(|i| format!("object-{i:02}")).collect();
-    create_all(&api, &names, "kubewasm.dev/stamp").await?;
     all_stamped(&api, 20, "v1").await?;
 
-    check_out(&revisions, "rev2", &stamp("stamp-v2"))?;
+    publish_by_symlink(
+        &revisions,
+        "rev2",
+        "current",
+        &stamp("stamp-v2", &namespace),
+    )?;
     std::fs::remove_dir_all(revisions.join("rev1"))?;
     all_stamped(&api, 20, "v2").await?;
     // The new revision's directory is the one watched now.
