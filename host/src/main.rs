@@ -11,8 +11,25 @@ use kubewasm::sandbox::{Allocator, EngineConfig, SandboxConfig};
 #[derive(Debug, Parser)]
 #[command(name = "kubewasm", version, about)]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object a line, fields at the
+    /// top level) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "KUBEWASM_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,8 +122,9 @@ impl SandboxArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
         Command::Cluster {
             command: ClusterCommand::Up { dir },
         } => commands::cluster::up(&dir)
@@ -145,12 +163,15 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().flatten_event(true).init(),
+    }
 }

@@ -1,6 +1,6 @@
 //! `kubewasm run` as an operator runs it: serves metrics and probes, becomes ready,
-//! and exits 0 on SIGTERM after a graceful shutdown; with `--leader-elect`, two
-//! replicas of which one runs plugins at a time.
+//! logs JSON lines when asked, and exits 0 on SIGTERM after a graceful shutdown; with
+//! `--leader-elect`, two replicas of which one runs plugins at a time.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -65,6 +65,11 @@ struct Host {
 
 impl Host {
     fn spawn(plugins: &Path, kubeconfig: &Path, extra: &[&str]) -> Self {
+        Self::spawn_logging_to(plugins, kubeconfig, extra, Stdio::inherit())
+    }
+
+    /// [`Host::spawn`] with its log (stderr) going to `log`.
+    fn spawn_logging_to(plugins: &Path, kubeconfig: &Path, extra: &[&str], log: Stdio) -> Self {
         let (metrics_port, probe_port) = (free_port(), free_port());
         let child = Command::new(KUBEWASM)
             .arg("run")
@@ -77,7 +82,7 @@ impl Host {
             .arg("--compile-cache")
             .arg(plugins.join("cache"))
             .args(extra)
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         Self {
@@ -175,7 +180,7 @@ impl Setup {
 }
 
 #[test]
-fn run_serves_metrics_and_probes_and_exits_cleanly_on_sigterm() {
+fn run_serves_metrics_and_probes_logs_json_and_exits_cleanly_on_sigterm() {
     let Setup {
         runtime: _runtime,
         _cluster_dir,
@@ -183,7 +188,13 @@ fn run_serves_metrics_and_probes_and_exits_cleanly_on_sigterm() {
         plugins,
     } = Setup::new();
 
-    let mut host = Host::spawn(plugins.path(), control_plane.kubeconfig(), &[]);
+    let log_path = plugins.path().join("host.log");
+    let mut host = Host::spawn_logging_to(
+        plugins.path(),
+        control_plane.kubeconfig(),
+        &["--log-format", "json"],
+        Stdio::from(std::fs::File::create(&log_path).unwrap()),
+    );
     host.wait_ready();
     assert_eq!(
         get(host.probe_port, "/healthz").map(|(status, _)| status),
@@ -206,6 +217,25 @@ fn run_serves_metrics_and_probes_and_exits_cleanly_on_sigterm() {
     let status = host.exit_status();
     assert!(status.success(), "kubewasm run exited with {status}");
     control_plane.stop();
+
+    // One JSON object a line, the event's fields at the top level.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["level"].is_string() && line["message"].is_string()),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["plugin"] == "configmap-mirror"),
+        "{log}"
+    );
 }
 
 #[test]
