@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
+use kube::runtime::events::Reporter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::ops::leader::{LeaderElectionOptions, Leadership, Role};
+use crate::ops::lifecycle_events::{HostPod, LifecycleEvents};
 use crate::ops::metrics::Metrics;
 use crate::ops::server;
 use crate::plugins::{self, PluginDir, ReloadOptions};
@@ -34,6 +36,9 @@ pub struct ManagerOptions {
     pub reload: Option<ReloadOptions>,
     /// Run plugins only while holding the leader lease; `None` runs them at once.
     pub leader_election: Option<LeaderElectionOptions>,
+    /// The Pod the host runs in, which Events about the plugins' lifecycle regard;
+    /// `None` records none.
+    pub host_pod: Option<HostPod>,
 }
 
 /// A running host.
@@ -86,12 +91,24 @@ impl Manager {
         let lease_config = kube_config.clone();
         let runtime = Runtime::new(kube_config, options.runtime.clone(), metrics.clone())
             .context("connecting to the API server")?;
-        let plugins = Arc::new(PluginDir::new(
+        let mut plugin_dir = PluginDir::new(
             &options.plugins_dir,
             sandbox.clone(),
             runtime.clone(),
             metrics.clone(),
-        ));
+        );
+        if let Some(pod) = &options.host_pod {
+            let reporter = Reporter {
+                controller: "kubewasm".into(),
+                instance: Some(pod.name.clone()),
+            };
+            plugin_dir = plugin_dir.with_lifecycle_events(LifecycleEvents::new(
+                runtime.client().clone(),
+                reporter,
+                pod,
+            ));
+        }
+        let plugins = Arc::new(plugin_dir);
         let servers = CancellationToken::new();
         let leadership = match options.leader_election {
             Some(election) => Some(Leadership::campaign(

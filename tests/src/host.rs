@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kubewasm::manager::{Manager, ManagerOptions};
+use kubewasm::ops::lifecycle_events::HostPod;
 use kubewasm::plugins::ReloadOptions;
 use kubewasm::runtime::RuntimeOptions;
 
@@ -42,6 +43,7 @@ pub struct TestHost {
     _root: tempfile::TempDir,
     plugins_dir: PathBuf,
     sandbox: kubewasm::sandbox::SandboxConfig,
+    host_pod: Option<HostPod>,
     manager: Option<Manager>,
 }
 
@@ -56,29 +58,36 @@ impl TestHost {
         plugins: &[PluginFiles],
         sandbox: kubewasm::sandbox::SandboxConfig,
     ) -> anyhow::Result<Self> {
-        let root = tempfile::tempdir()?;
-        for plugin in plugins {
-            write_plugin(root.path(), plugin)?;
-        }
+        let root = directory_of(plugins)?;
         let plugins_dir = root.path().to_path_buf();
-        Self::launch(root, plugins_dir, sandbox).await
+        Self::launch(root, plugins_dir, sandbox, None).await
+    }
+
+    /// [`TestHost::start`] as if in Pod `pod`, which Events about its plugins then
+    /// regard.
+    pub async fn start_in_pod(plugins: &[PluginFiles], pod: HostPod) -> anyhow::Result<Self> {
+        let root = directory_of(plugins)?;
+        let plugins_dir = root.path().to_path_buf();
+        Self::launch(root, plugins_dir, crate::sandbox_config(), Some(pod)).await
     }
 
     /// Starts a host on `plugins_dir`, a path within `root` that the caller has laid
     /// out (a symlink to a directory, say); `root` is removed with the host.
     pub async fn start_at(root: tempfile::TempDir, plugins_dir: PathBuf) -> anyhow::Result<Self> {
-        Self::launch(root, plugins_dir, crate::sandbox_config()).await
+        Self::launch(root, plugins_dir, crate::sandbox_config(), None).await
     }
 
     async fn launch(
         root: tempfile::TempDir,
         plugins_dir: PathBuf,
         sandbox: kubewasm::sandbox::SandboxConfig,
+        host_pod: Option<HostPod>,
     ) -> anyhow::Result<Self> {
         let mut host = Self {
             _root: root,
             plugins_dir,
             sandbox,
+            host_pod,
             manager: None,
         };
         host.restart().await?;
@@ -96,6 +105,7 @@ impl TestHost {
             probe_addr: None,
             reload: Some(ReloadOptions::default()),
             leader_election: None,
+            host_pod: self.host_pod.clone(),
         };
         self.manager = Some(Manager::start(crate::admin_config().await?, options).await?);
         Ok(())
@@ -145,6 +155,15 @@ impl TestHost {
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
         metric_value(&self.metrics(), name, labels)
     }
+}
+
+/// A fresh directory holding `plugins`' files.
+fn directory_of(plugins: &[PluginFiles]) -> std::io::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    for plugin in plugins {
+        write_plugin(dir.path(), plugin)?;
+    }
+    Ok(dir)
 }
 
 /// Writes a plugin's files into `dir`.

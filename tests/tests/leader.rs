@@ -88,6 +88,7 @@ async fn electing_host_on(
         probe_addr: None,
         reload: None,
         leader_election: Some(election),
+        host_pod: None,
     };
     Manager::start(config, options).await
 }

@@ -1,7 +1,8 @@
 //! Hot reload on a real API server: a replaced plugin converges every object with no
 //! failed or lost reconcile, broken files never replace the running version, removed
-//! plugins stop, directories published by swapping a symlink are followed, a plugin
-//! compiling holds up no other plugin's change, and draining retires a plugin cleanly.
+//! plugins stop, directories published by swapping a symlink are followed, a plugin's
+//! lifecycle shows as Events on the host's Pod, a plugin compiling holds up no other
+//! plugin's change, and draining retires a plugin cleanly.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,8 +10,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kubewasm::ops::lifecycle_events::HostPod;
 use kubewasm_tests::components::dummy_component;
 use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant, write_plugin};
 use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
@@ -366,6 +369,63 @@ async fn a_plugins_directory_behind_a_swapped_symlink_is_followed() -> anyhow::R
     reloads(&host, "ok", 2.0).await?;
     assert_eq!(host.manager().runtime().plugin_names().await, ["stamp"]);
     assert_nothing_failed(&host);
+    Ok(())
+}
+
+/// Waits for the Event `reason` regarding Pod `pod`.
+async fn pod_event(events: &Api<Event>, pod: &str, reason: &str) -> anyhow::Result<Event> {
+    wait::until(&format!("a {reason} Event on Pod {pod}"), WAIT, || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|event| {
+                event.reason.as_deref() == Some(reason)
+                    && event.regarding.as_ref().is_some_and(|regarding| {
+                        regarding.kind.as_deref() == Some("Pod")
+                            && regarding.name.as_deref() == Some(pod)
+                    })
+            }))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_plugins_lifecycle_is_recorded_as_events_on_the_hosts_pod() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "lifecycle").await?;
+    let pod = HostPod {
+        namespace: namespace.clone(),
+        name: "kubewasm-0".into(),
+    };
+    // A name of its own, as the log lines of other tests' `stamp` are matched.
+    let plugin = PluginFiles::new(
+        "lifecycle",
+        test_guest_bytes("stamp-v1"),
+        config_map_grant(&namespace),
+    );
+    let host = TestHost::start_in_pod(&[plugin], pod).await?;
+    let events: Api<Event> = Api::namespaced(client, &namespace);
+    let note = |event: Event| event.note.unwrap_or_default();
+
+    let started = pod_event(&events, "kubewasm-0", "PluginStarted").await?;
+    assert!(
+        note(started).starts_with("lifecycle: started, digest sha256:"),
+        "the note names the plugin and its digest"
+    );
+    overwrite(&host.wasm_path("lifecycle"), &test_guest_bytes("stamp-v2"));
+    pod_event(&events, "kubewasm-0", "PluginReloaded").await?;
+    overwrite(&host.wasm_path("lifecycle"), b"not a component");
+    let failed = pod_event(&events, "kubewasm-0", "PluginLoadFailed").await?;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    let failed = note(failed);
+    assert!(
+        failed.contains("the running version keeps serving"),
+        "{failed}"
+    );
+    std::fs::remove_file(host.wasm_path("lifecycle"))?;
+    pod_event(&events, "kubewasm-0", "PluginStopped").await?;
     Ok(())
 }
 

@@ -79,6 +79,7 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
         probe_addr: Some(args.probe_addr),
         reload: Some(ReloadOptions::default()),
         leader_election: None,
+        host_pod: None,
     };
     let manager = match Manager::start(config, options).await {
         Ok(manager) => manager,

@@ -9,6 +9,7 @@ use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubewasm::manager::{Manager, ManagerOptions};
 use kubewasm::ops::leader::LeaderElectionOptions;
+use kubewasm::ops::lifecycle_events::HostPod;
 use kubewasm::plugins::ReloadOptions;
 use kubewasm::runtime::RuntimeOptions;
 use kubewasm::sandbox::SandboxConfig;
@@ -147,6 +148,7 @@ impl RunArgs {
                 ..ReloadOptions::default()
             }),
             leader_election: self.leader_election.options(default_namespace),
+            host_pod: HostPod::from_env(default_namespace),
         }
     }
 }

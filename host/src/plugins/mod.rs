@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::grant::{Grant, GrantError};
+use crate::ops::lifecycle_events::{Lifecycle, LifecycleEvents};
 use crate::ops::metrics::{Metrics, PluginLabels, ReloadLabels};
 use crate::reconciler::Reconciler;
 use crate::runtime::{Runtime, RuntimeError};
@@ -79,6 +80,9 @@ pub struct PluginDir {
     /// changes apply in order, and a plugin that takes seconds to compile holds up no
     /// other plugin's.
     changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where plugins starting, reloading, failing to load and stopping are recorded as
+    /// Events, if anywhere.
+    lifecycle: Option<Arc<LifecycleEvents>>,
 }
 
 impl std::fmt::Debug for PluginDir {
@@ -115,6 +119,19 @@ impl PluginDir {
             metrics,
             loaded: Mutex::new(BTreeMap::new()),
             changing: Mutex::new(HashMap::new()),
+            lifecycle: None,
+        }
+    }
+
+    /// Records plugins starting, reloading, failing to load and stopping in `events`.
+    pub fn with_lifecycle_events(mut self, events: Arc<LifecycleEvents>) -> Self {
+        self.lifecycle = Some(events);
+        self
+    }
+
+    fn record(&self, plugin: &str, what: Lifecycle, note: &str) {
+        if let Some(events) = &self.lifecycle {
+            events.record(plugin, what, note);
         }
     }
 
@@ -151,9 +168,8 @@ impl PluginDir {
     /// Loads every plugin of the directory; a plugin that fails is logged and left out.
     pub async fn load_all(&self) -> std::io::Result<()> {
         for name in self.scan()? {
-            if let Err(err) = self.load(&name).await {
-                tracing::error!(plugin = %name, "not started: {err}");
-            }
+            // A plugin that fails is logged by load().
+            let _ = self.load(&name).await;
         }
         Ok(())
     }
@@ -222,24 +238,29 @@ impl PluginDir {
         match self.load_files(name, running.as_ref()).await {
             Ok(None) => Ok(LoadOutcome::Unchanged),
             Ok(Some(plugin)) => {
+                let digest = format!("digest sha256:{}", plugin.digest);
                 let outcome = if running.is_some() {
                     self.count_reload(name, "ok");
                     tracing::info!(plugin = name, digest = %plugin.digest, "plugin reloaded");
+                    self.record(name, Lifecycle::Reloaded, &format!("reloaded, {digest}"));
                     LoadOutcome::Reloaded
                 } else {
+                    tracing::info!(plugin = name, digest = %plugin.digest, "plugin started");
+                    self.record(name, Lifecycle::Started, &format!("started, {digest}"));
                     LoadOutcome::Started
                 };
                 self.table().insert(name.to_string(), plugin);
                 Ok(outcome)
             }
             Err(err) => {
-                if running.is_some() {
+                let what = if running.is_some() {
                     self.count_reload(name, "error");
-                    tracing::error!(
-                        plugin = name,
-                        "reload failed, the running version keeps serving: {err}"
-                    );
-                }
+                    "reload failed, the running version keeps serving"
+                } else {
+                    "not started"
+                };
+                tracing::error!(plugin = name, "{what}: {err}");
+                self.record(name, Lifecycle::LoadFailed, &format!("{what}: {err}"));
                 Err(err)
             }
         }
@@ -329,6 +350,7 @@ impl PluginDir {
             plugin: name.to_string(),
         });
         let stopping = self.runtime.remove_plugin(name).await?;
+        self.record(name, Lifecycle::Stopped, "stopped: its files were removed");
         // Its running reconciles may take up to the shutdown grace: its files written
         // back meanwhile start it again at once.
         drop(changing);

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::PluginDir;
 use super::links::{ResolvedDir, may_be_a_swap};
-use super::{LoadOutcome, PluginDir};
 
 /// How the directory is watched.
 #[derive(Debug, Clone, Copy)]
@@ -251,17 +251,11 @@ async fn apply_change(
             return;
         }
         *attempted = Some(fingerprint);
-        match plugins.load(name).await {
-            Ok(LoadOutcome::Started) => tracing::info!(plugin = name, "new plugin started"),
-            Ok(LoadOutcome::Reloaded | LoadOutcome::Unchanged) => {}
-            // Not the files' fault (the API server could not be reached, say): try the
-            // same files again on the next event.
-            Err(err @ super::PluginError::Runtime(_)) => {
-                *attempted = None;
-                tracing::warn!(plugin = name, "could not apply the change: {err}");
-            }
-            // Reload failures are logged and counted by load(); the old version serves on.
-            Err(err) => tracing::debug!(plugin = name, "load failed: {err}"),
+        // load() logs and counts how it went; a running version serves on if it failed.
+        // A failure that is not the files' fault (the API server could not be reached,
+        // say) has the same files tried again on the next event.
+        if let Err(super::PluginError::Runtime(_)) = plugins.load(name).await {
+            *attempted = None;
         }
         return;
     }
