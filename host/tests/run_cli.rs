@@ -1,6 +1,7 @@
 //! `kubewasm run` as an operator runs it: serves metrics and probes, becomes ready,
-//! logs JSON lines when asked, and exits 0 on SIGTERM after a graceful shutdown; with
-//! `--leader-elect`, two replicas of which one runs plugins at a time.
+//! logs JSON lines when asked, records its plugins' lifecycle on its Pod, and exits 0 on
+//! SIGTERM after a graceful shutdown; with `--leader-elect`, two replicas of which one
+//! runs plugins at a time.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::events::v1::Event;
 use kubewasm::cluster::ControlPlane;
 
 const KUBEWASM: &str = env!("CARGO_BIN_EXE_kubewasm");
@@ -56,6 +58,13 @@ fn copy_mirror_plugin(dir: &Path) {
     }
 }
 
+/// An admin client of `control_plane`.
+async fn client(control_plane: &ControlPlane) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(control_plane.kubeconfig())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// A `kubewasm run` child and the ports it serves on.
 struct Host {
     child: KillOnDrop,
@@ -65,13 +74,22 @@ struct Host {
 
 impl Host {
     fn spawn(plugins: &Path, kubeconfig: &Path, extra: &[&str]) -> Self {
-        Self::spawn_logging_to(plugins, kubeconfig, extra, Stdio::inherit())
+        Self::spawn_with(plugins, kubeconfig, extra, |command| {
+            command.stderr(Stdio::inherit());
+        })
     }
 
-    /// [`Host::spawn`] with its log (stderr) going to `log`.
-    fn spawn_logging_to(plugins: &Path, kubeconfig: &Path, extra: &[&str], log: Stdio) -> Self {
+    /// [`Host::spawn`], its command `configure`d further (its environment, where its
+    /// log goes).
+    fn spawn_with(
+        plugins: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let (metrics_port, probe_port) = (free_port(), free_port());
-        let child = Command::new(KUBEWASM)
+        let mut command = Command::new(KUBEWASM);
+        command
             .arg("run")
             .arg("--plugins")
             .arg(plugins)
@@ -81,10 +99,9 @@ impl Host {
             .args(["--probe-addr", &format!("127.0.0.1:{probe_port}")])
             .arg("--compile-cache")
             .arg(plugins.join("cache"))
-            .args(extra)
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .args(extra);
+        configure(&mut command);
+        let child = command.spawn().unwrap();
         Self {
             child: KillOnDrop(child),
             metrics_port,
@@ -182,18 +199,21 @@ impl Setup {
 #[test]
 fn run_serves_metrics_and_probes_logs_json_and_exits_cleanly_on_sigterm() {
     let Setup {
-        runtime: _runtime,
+        runtime,
         _cluster_dir,
         control_plane,
         plugins,
     } = Setup::new();
 
     let log_path = plugins.path().join("host.log");
-    let mut host = Host::spawn_logging_to(
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut host = Host::spawn_with(
         plugins.path(),
         control_plane.kubeconfig(),
         &["--log-format", "json"],
-        Stdio::from(std::fs::File::create(&log_path).unwrap()),
+        |command| {
+            command.stderr(log).env("POD_NAME", "kubewasm-0");
+        },
     );
     host.wait_ready();
     assert_eq!(
@@ -212,6 +232,29 @@ fn run_serves_metrics_and_probes_logs_json_and_exits_cleanly_on_sigterm() {
         ),
         "{metrics}"
     );
+
+    // In a Pod, the plugin's start is an Event regarding it (sent in the background).
+    runtime
+        .block_on(async {
+            let events = kube::Api::<Event>::namespaced(client(&control_plane).await?, "default");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let listed = events.list(&Default::default()).await?;
+                if listed.items.iter().any(|event| {
+                    event.reason.as_deref() == Some("PluginStarted")
+                        && event.regarding.as_ref().and_then(|pod| pod.name.as_deref())
+                            == Some("kubewasm-0")
+                }) {
+                    return anyhow::Ok(());
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no PluginStarted Event on Pod kubewasm-0 within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .unwrap();
 
     host.signal(libc::SIGTERM);
     let status = host.exit_status();
@@ -294,14 +337,7 @@ fn two_replicas_elect_one_leader_and_a_deposed_leader_exits_1() {
     });
 
     // Deposed (the lease now someone else's), the leader stops and exits 1.
-    let client = runtime
-        .block_on(async {
-            let kubeconfig = kube::config::Kubeconfig::read_from(control_plane.kubeconfig())?;
-            let config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-            anyhow::Ok(kube::Client::try_from(config)?)
-        })
-        .unwrap();
+    let client = runtime.block_on(client(&control_plane)).unwrap();
     let taken = serde_json::json!({
         "spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 600}
     });
