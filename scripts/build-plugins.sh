@@ -28,6 +28,9 @@ if [[ $what == tests || $what == all ]]; then
   done
   # Its well-behaved twin, which returns at once on every object (benchmarks' control).
   cp "$(MISBEHAVE_DEFAULT=ok rust_build misbehave)" "$test_out/well-behaved.wasm"
+  # The same, watching a custom kind whose CustomResourceDefinition tests install.
+  cp "$(MISBEHAVE_DEFAULT=ok MISBEHAVE_API_VERSION=kubewasm.test/v1 MISBEHAVE_KIND=Widget \
+    rust_build misbehave)" "$test_out/widget-watcher.wasm"
   for version in v1 v2; do
     cp "$(STAMP_VERSION=$version rust_build stamp)" "$test_out/stamp-$version.wasm"
   done

@@ -10,7 +10,7 @@ use crate::grant::{Grant, GrantError};
 use crate::ops::lifecycle_events::{Lifecycle, LifecycleEvents};
 use crate::ops::metrics::{Metrics, PluginLabels, ReloadLabels};
 use crate::reconciler::Reconciler;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{KindError, Runtime, RuntimeError};
 use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
 
 mod links;
@@ -47,6 +47,21 @@ pub enum PluginError {
     Runtime(#[from] RuntimeError),
 }
 
+impl PluginError {
+    /// Whether the failure lies outside the plugin's files and may pass by itself: the
+    /// kind it watches is not served (yet: its CustomResourceDefinition may be installed
+    /// later), or discovery failed (the API server could not be reached). The same files
+    /// are worth trying again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Runtime(RuntimeError::Kind(
+                KindError::Unknown { .. } | KindError::Discovery { .. }
+            ))
+        )
+    }
+}
+
 /// What [`PluginDir::load`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadOutcome {
@@ -54,7 +69,8 @@ pub enum LoadOutcome {
     Started,
     /// The plugin was running and now runs the new files.
     Reloaded,
-    /// The files are what is running already (same component, same grant).
+    /// The files are what is running already (same component, same grant), or, for
+    /// [`PluginDir::load_if_changed`], what the last load tried.
     Unchanged,
 }
 
@@ -83,6 +99,16 @@ pub struct PluginDir {
     /// Where plugins starting, reloading, failing to load and stopping are recorded as
     /// Events, if anywhere.
     lifecycle: Option<Arc<LifecycleEvents>>,
+    /// What each plugin's last load tried.
+    attempts: Mutex<HashMap<String, Attempt>>,
+}
+
+/// The files one load of a plugin tried, and whether it failed for a reason outside
+/// them.
+#[derive(Debug)]
+struct Attempt {
+    fingerprint: String,
+    transient_failure: bool,
 }
 
 impl std::fmt::Debug for PluginDir {
@@ -120,6 +146,7 @@ impl PluginDir {
             loaded: Mutex::new(BTreeMap::new()),
             changing: Mutex::new(HashMap::new()),
             lifecycle: None,
+            attempts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -148,6 +175,13 @@ impl PluginDir {
     /// The grant file of plugin `name`.
     pub fn grant_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.yaml"))
+    }
+
+    /// sha256 over plugin `name`'s component and grant, `None` if either is missing.
+    pub fn fingerprint(&self, name: &str) -> Option<String> {
+        let mut both = std::fs::read(self.wasm_path(name)).ok()?;
+        both.extend(std::fs::read(self.grant_path(name)).ok()?);
+        Some(crate::sandbox::digest(&both))
     }
 
     /// Names of the `.wasm` files in the directory.
@@ -234,6 +268,55 @@ impl PluginDir {
         }
         let change_lock = self.change_lock(name);
         let _changing = change_lock.lock().await;
+        let fingerprint = self.fingerprint(name);
+        // Boxed: a load's future is large and deeply nested, and its callers' futures
+        // would otherwise each hold all of it.
+        let loaded = Box::pin(self.load_locked(name)).await;
+        let mut attempts = self.attempts.lock().expect("plugin attempts poisoned");
+        match fingerprint {
+            Some(fingerprint) => attempts.insert(
+                name.to_string(),
+                Attempt {
+                    fingerprint,
+                    transient_failure: loaded.as_ref().is_err_and(PluginError::is_transient),
+                },
+            ),
+            None => attempts.remove(name),
+        };
+        loaded
+    }
+
+    /// [`PluginDir::load`], unless the files are those its last load tried and that did
+    /// not fail for a reason outside them ([`LoadOutcome::Unchanged`] then): a writer's
+    /// several events for one change, and looking again at every plugin, try each
+    /// content once.
+    pub async fn load_if_changed(&self, name: &str) -> Result<LoadOutcome, PluginError> {
+        let fingerprint = self.fingerprint(name);
+        let tried = self
+            .attempts
+            .lock()
+            .expect("plugin attempts poisoned")
+            .get(name)
+            .is_some_and(|last| {
+                Some(&last.fingerprint) == fingerprint.as_ref() && !last.transient_failure
+            });
+        if tried {
+            return Ok(LoadOutcome::Unchanged);
+        }
+        self.load(name).await
+    }
+
+    /// Forgets what plugin `name`'s last load tried, as its files are gone: whatever is
+    /// written back is tried afresh.
+    pub fn forget_attempt(&self, name: &str) {
+        self.attempts
+            .lock()
+            .expect("plugin attempts poisoned")
+            .remove(name);
+    }
+
+    /// [`PluginDir::load`] under the plugin's change lock.
+    async fn load_locked(&self, name: &str) -> Result<LoadOutcome, PluginError> {
         let running = self.table().get(name).cloned();
         match self.load_files(name, running.as_ref()).await {
             Ok(None) => Ok(LoadOutcome::Unchanged),
@@ -346,6 +429,7 @@ impl PluginDir {
             );
         }
         self.table().remove(name);
+        self.forget_attempt(name);
         self.metrics.breaking.remove(&PluginLabels {
             plugin: name.to_string(),
         });

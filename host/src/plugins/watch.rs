@@ -78,6 +78,9 @@ pub fn watch(
             changes: HashMap::new(),
             tasks: JoinSet::new(),
         };
+        // Every plugin once at the start: changes made while the directory was being
+        // loaded, and loads that failed for a reason outside their files, are applied.
+        look_at_every_plugin(&mut workers);
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -114,8 +117,7 @@ pub fn watch(
                 swapped = true;
             }
             if swapped {
-                names.extend(workers.plugins.scan().unwrap_or_default());
-                names.extend(workers.plugins.loaded().into_keys());
+                look_at_every_plugin(&mut workers);
             }
             for name in names {
                 workers.changed(&name);
@@ -125,6 +127,21 @@ pub fn watch(
         drop(debouncer);
         workers.finish().await;
     }))
+}
+
+/// Has every plugin of the directory, and every one running, looked at again; those
+/// whose files are what their last load tried are left alone.
+fn look_at_every_plugin(workers: &mut Workers) {
+    let mut names: BTreeSet<String> = workers
+        .plugins
+        .scan()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    names.extend(workers.plugins.loaded().into_keys());
+    for name in names {
+        workers.changed(&name);
+    }
 }
 
 type Debouncer = notify_debouncer_full::Debouncer<
@@ -211,7 +228,9 @@ impl Workers {
 }
 
 /// Plugin `name`'s worker: applies each change until its queue closes or the host
-/// shuts down.
+/// shuts down. A load that failed for a reason outside the files (the kind it watches
+/// not served yet, the API server unreachable) is tried again after a backoff, unless
+/// a change comes first.
 async fn apply_changes(
     plugins: Arc<PluginDir>,
     name: String,
@@ -219,49 +238,82 @@ async fn apply_changes(
     grace: Duration,
     shutdown: CancellationToken,
 ) {
-    // What the files held when last tried: a writer's several events for one change,
-    // or a change back and forth, are tried once per content.
-    let mut attempted = None;
-    while pending.recv().await.is_some() && !shutdown.is_cancelled() {
-        apply_change(&plugins, &name, &mut attempted, grace, &shutdown).await;
+    let mut retry = RetryBackoff::default();
+    loop {
+        let next = match retry.current() {
+            None => tokio::select! {
+                change = pending.recv() => change,
+                () = shutdown.cancelled() => None,
+            },
+            Some(delay) => tokio::select! {
+                change = pending.recv() => change,
+                () = tokio::time::sleep(delay) => Some(()),
+                () = shutdown.cancelled() => None,
+            },
+        };
+        if next.is_none() || shutdown.is_cancelled() {
+            return;
+        }
+        if apply_change(&plugins, &name, grace, &shutdown).await {
+            retry.failed();
+            tracing::info!(
+                plugin = name,
+                "trying its files again in {:?}",
+                retry.current().unwrap_or_default()
+            );
+        } else {
+            retry.reset();
+        }
     }
 }
 
-/// sha256 over a plugin's component and grant, `None` if either is missing.
-fn fingerprint(plugins: &PluginDir, name: &str) -> Option<String> {
-    let mut both = std::fs::read(plugins.wasm_path(name)).ok()?;
-    both.extend(std::fs::read(plugins.grant_path(name)).ok()?);
-    Some(crate::sandbox::digest(&both))
+/// The first wait before trying again files whose load failed for a reason outside
+/// them; it doubles on each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest such wait.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// When to try a plugin's files again, if at all.
+#[derive(Debug, Default)]
+struct RetryBackoff(Option<Duration>);
+
+impl RetryBackoff {
+    fn current(&self) -> Option<Duration> {
+        self.0
+    }
+
+    fn failed(&mut self) {
+        self.0 = Some(self.0.map_or(RETRY_FIRST, |last| (last * 2).min(RETRY_MAX)));
+    }
+
+    fn reset(&mut self) {
+        self.0 = None;
+    }
 }
 
+/// Applies plugin `name`'s files as they are now; whether its load failed for a reason
+/// outside them, and should be tried again.
 async fn apply_change(
     plugins: &Arc<PluginDir>,
     name: &str,
-    attempted: &mut Option<String>,
     grace: Duration,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     // A file being written is empty for a moment (truncated, not yet written): that
     // is never a plugin, and the write's next event will come.
     if std::fs::metadata(plugins.wasm_path(name)).is_ok_and(|meta| meta.len() == 0) {
-        return;
+        return false;
     }
-    if let Some(fingerprint) = fingerprint(plugins, name) {
-        if attempted.as_ref() == Some(&fingerprint) {
-            return;
-        }
-        *attempted = Some(fingerprint);
+    if plugins.fingerprint(name).is_some() {
         // load() logs and counts how it went; a running version serves on if it failed.
-        // A failure that is not the files' fault (the API server could not be reached,
-        // say) has the same files tried again on the next event.
-        if let Err(super::PluginError::Runtime(_)) = plugins.load(name).await {
-            *attempted = None;
-        }
-        return;
+        return plugins
+            .load_if_changed(name)
+            .await
+            .is_err_and(|err| err.is_transient());
     }
-    *attempted = None;
+    plugins.forget_attempt(name);
     if !plugins.is_loaded(name) {
-        return;
+        return false;
     }
     // Gone, perhaps only for a moment: check again after the grace period, meanwhile
     // applying the plugin's next change (its files written back) as it comes.
@@ -277,11 +329,27 @@ async fn apply_change(
             tracing::warn!(plugin = %name, "stopping: {err}");
         }
     });
+    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_doubling_to_a_minute_and_start_over_once_a_load_succeeds() {
+        let mut retry = RetryBackoff::default();
+        assert_eq!(retry.current(), None);
+        let waits: Vec<u64> = (0..9)
+            .map(|_| {
+                retry.failed();
+                retry.current().expect("a wait").as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        retry.reset();
+        assert_eq!(retry.current(), None);
+    }
 
     #[test]
     fn only_wasm_and_yaml_files_of_the_directory_name_plugins() {

@@ -1,8 +1,9 @@
 //! A test guest that does, on request, what a plugin must not get away with.
 //!
-//! It watches ConfigMaps; the behaviour comes from the object's `data.behaviour`, or,
-//! when absent, from `MISBEHAVE_DEFAULT` at build time (so one source builds hostile
-//! plugins that misbehave on every object).
+//! It watches ConfigMaps, or the kind `MISBEHAVE_KIND` in `MISBEHAVE_API_VERSION` when
+//! built with them; the behaviour comes from the object's `data.behaviour`, or, when
+//! absent, from `MISBEHAVE_DEFAULT` at build time (so one source builds hostile plugins
+//! that misbehave on every object).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -24,8 +25,14 @@ pub struct Subject {
 }
 
 impl Object for Subject {
-    const API_VERSION: &'static str = "v1";
-    const KIND: &'static str = "ConfigMap";
+    const API_VERSION: &'static str = match option_env!("MISBEHAVE_API_VERSION") {
+        Some(api_version) => api_version,
+        None => "v1",
+    };
+    const KIND: &'static str = match option_env!("MISBEHAVE_KIND") {
+        Some(kind) => kind,
+        None => "ConfigMap",
+    };
 }
 
 impl Subject {
