@@ -212,6 +212,26 @@ async fn calls_too_short_to_be_paused_are_held_to_the_budget_too() {
 }
 
 #[tokio::test]
+async fn a_looping_calls_throttling_is_counted_while_it_runs() {
+    let observer = Arc::new(BudgetObserver::default());
+    // At 10 millicores, a minute of running takes the call hours: it ends long after
+    // its first pause.
+    let limits = Limits {
+        timeout: Duration::from_secs(60),
+        cpu_millicores: 10,
+        ..Limits::default()
+    };
+    let plugin = misbehave_observed_with(limits, observer.clone()).await;
+    let counted = || observer.paused.load(std::sync::atomic::Ordering::Relaxed) > 0;
+    tokio::select! {
+        result = apply(&plugin, "loop") => panic!("the looping call ended first: {result:?}"),
+        counted = kubewasm_tests::wait::until("its throttling counted", Duration::from_secs(30), || async {
+            Ok(counted().then_some(()))
+        }) => counted.expect("counted while the call runs"),
+    }
+}
+
+#[tokio::test]
 async fn host_time_spent_on_a_plugin_counts_against_its_budget() {
     let throttled = Arc::new(BudgetObserver::default());
     let plugin = misbehave_observed(1000, throttled.clone()).await;

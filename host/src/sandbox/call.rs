@@ -123,7 +123,7 @@ pub async fn call(
             () = tokio::time::sleep(pause) => {}
             () = stopping.cancelled() => {}
         }
-        setup.cpu.record_pause(paused_from.elapsed());
+        report_pause(&setup.observer, &setup.log, paused_from.elapsed());
     }
     let started = Instant::now();
     let observer = setup.observer.clone();
@@ -148,10 +148,6 @@ pub async fn call(
         let dropped = plugin.take_dropped_since_report();
         if dropped > 0 {
             observer.log_lines_dropped(plugin.plugin(), dropped);
-        }
-        let paused = cpu.take_pauses();
-        if !paused.is_zero() {
-            observer.cpu_throttled(plugin.plugin(), paused);
         }
         // Told after every call rather than as a run begins or ends, so that a call of
         // a version just replaced cannot leave the new version's state wrong.
@@ -209,6 +205,8 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     // longer than its deadline.
     let paused = Arc::new(AtomicU64::new(0));
     let cpu = setup.cpu.clone();
+    let observer = setup.observer.clone();
+    let log = setup.log.clone();
     let clock = store.data().clock.clone();
     let paused_in_callback = paused.clone();
     let stopping_in_callback = stopping.clone();
@@ -223,7 +221,7 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
         let longest = if stopping { timeout - elapsed } else { timeout };
         let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(longest));
         if let Some(pause) = pause {
-            cpu.record_pause(pause);
+            report_pause(&observer, &log, pause);
             paused_in_callback.fetch_add(nanos(pause), Ordering::Relaxed);
             demotion.request();
         }
@@ -307,6 +305,14 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
         result,
         fuel_used,
         guest,
+    }
+}
+
+/// Counts a pause imposed on a call for its plugin's CPU budget, as it begins: a
+/// looping guest's calls end only at their deadline, long after.
+fn report_pause(observer: &Option<Arc<dyn CallObserver>>, log: &PluginLog, pause: Duration) {
+    if let Some(observer) = observer {
+        observer.cpu_throttled(log.plugin(), pause);
     }
 }
 

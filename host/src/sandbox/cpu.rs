@@ -22,7 +22,6 @@
 //! While its guest keeps breaking, a plugin is held to [`BROKEN_SHARE`] of its budget as
 //! well.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,8 +77,6 @@ pub struct CpuBudget {
     cores: f64,
     bucket: Mutex<Bucket>,
     demotion: Duration,
-    /// Pauses imposed and not yet reported, in nanoseconds.
-    unreported_pauses: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -125,7 +122,6 @@ impl CpuBudget {
                 broken_streak: 0,
             }),
             demotion,
-            unreported_pauses: AtomicU64::new(0),
         }
     }
 
@@ -203,17 +199,6 @@ impl CpuBudget {
     /// their debt would be paid in rare lumps rather than call by call.
     pub fn debt(&self) -> Option<Duration> {
         self.charge(Duration::ZERO)
-    }
-
-    /// Records a pause imposed on a guest, for [`CpuBudget::take_pauses`].
-    pub fn record_pause(&self, pause: Duration) {
-        self.unreported_pauses
-            .fetch_add(nanos(pause), Ordering::Relaxed);
-    }
-
-    /// The pauses imposed since the last time this was asked.
-    pub fn take_pauses(&self) -> Duration {
-        Duration::from_nanos(self.unreported_pauses.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -328,9 +313,6 @@ mod tests {
             wait > Duration::from_millis(15) && wait <= Duration::from_millis(21),
             "{wait:?}"
         );
-        budget.record_pause(wait);
-        assert_eq!(budget.take_pauses(), wait);
-        assert_eq!(budget.take_pauses(), Duration::ZERO);
     }
 
     #[test]
