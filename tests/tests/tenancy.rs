@@ -215,15 +215,13 @@ async fn hostile_plugins_beside_the_mirror_leave_it_and_the_host_working() -> an
     })
     .await?;
 
-    // Each behaviour shows in its plugin's metrics.
+    // Each behaviour shows in its plugin's metrics. (Whether the endless loop also runs
+    // past its CPU budget depends on the CPU the other tests leave it once it is
+    // demoted; tests/tests/sandbox.rs counts that throttling where it is sure to happen.)
     let expectations = [
         (
             "kubewasm_plugin_calls_total",
             "plugin=\"hostile-loop\",outcome=\"deadline\"",
-        ),
-        (
-            "kubewasm_plugin_cpu_throttled_seconds_total",
-            "plugin=\"hostile-loop\"",
         ),
         (
             "kubewasm_plugin_demoted_calls_total",
