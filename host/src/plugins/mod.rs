@@ -263,12 +263,40 @@ impl PluginDir {
     /// it in place. On any failure a running version keeps serving. Loads of other
     /// plugins go on meanwhile.
     pub async fn load(&self, name: &str) -> Result<LoadOutcome, PluginError> {
+        self.load_unless_tried(name, false).await
+    }
+
+    /// [`PluginDir::load`], unless the files are those its last load tried and that did
+    /// not fail for a reason outside them ([`LoadOutcome::Unchanged`] then): a writer's
+    /// several events for one change, and looking again at every plugin, try each
+    /// content once.
+    pub async fn load_if_changed(&self, name: &str) -> Result<LoadOutcome, PluginError> {
+        self.load_unless_tried(name, true).await
+    }
+
+    async fn load_unless_tried(
+        &self,
+        name: &str,
+        skip_if_tried: bool,
+    ) -> Result<LoadOutcome, PluginError> {
         if !valid_name(name) {
             return Err(PluginError::InvalidName(name.to_string()));
         }
         let change_lock = self.change_lock(name);
         let _changing = change_lock.lock().await;
         let fingerprint = self.fingerprint(name);
+        let tried = || {
+            self.attempts
+                .lock()
+                .expect("plugin attempts poisoned")
+                .get(name)
+                .is_some_and(|last| {
+                    Some(&last.fingerprint) == fingerprint.as_ref() && !last.transient_failure
+                })
+        };
+        if skip_if_tried && tried() {
+            return Ok(LoadOutcome::Unchanged);
+        }
         // Boxed: a load's future is large and deeply nested, and its callers' futures
         // would otherwise each hold all of it.
         let loaded = Box::pin(self.load_locked(name)).await;
@@ -286,24 +314,9 @@ impl PluginDir {
         loaded
     }
 
-    /// [`PluginDir::load`], unless the files are those its last load tried and that did
-    /// not fail for a reason outside them ([`LoadOutcome::Unchanged`] then): a writer's
-    /// several events for one change, and looking again at every plugin, try each
-    /// content once.
-    pub async fn load_if_changed(&self, name: &str) -> Result<LoadOutcome, PluginError> {
-        let fingerprint = self.fingerprint(name);
-        let tried = self
-            .attempts
-            .lock()
-            .expect("plugin attempts poisoned")
-            .get(name)
-            .is_some_and(|last| {
-                Some(&last.fingerprint) == fingerprint.as_ref() && !last.transient_failure
-            });
-        if tried {
-            return Ok(LoadOutcome::Unchanged);
-        }
-        self.load(name).await
+    /// Whether both of plugin `name`'s files are there.
+    pub fn files_present(&self, name: &str) -> bool {
+        self.wasm_path(name).exists() && self.grant_path(name).exists()
     }
 
     /// Forgets what plugin `name`'s last load tried, as its files are gone: whatever is
@@ -411,7 +424,7 @@ impl PluginDir {
     pub async fn unload_if_removed(&self, name: &str) -> Result<(), PluginError> {
         let change_lock = self.change_lock(name);
         let changing = change_lock.lock().await;
-        let removed = !self.wasm_path(name).exists() || !self.grant_path(name).exists();
+        let removed = !self.files_present(name);
         if !removed || !self.is_loaded(name) {
             return Ok(());
         }

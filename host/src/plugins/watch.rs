@@ -240,16 +240,16 @@ async fn apply_changes(
 ) {
     let mut retry = RetryBackoff::default();
     loop {
-        let next = match retry.current() {
-            None => tokio::select! {
-                change = pending.recv() => change,
-                () = shutdown.cancelled() => None,
-            },
-            Some(delay) => tokio::select! {
-                change = pending.recv() => change,
-                () = tokio::time::sleep(delay) => Some(()),
-                () = shutdown.cancelled() => None,
-            },
+        let retry_due = async {
+            match retry.current() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            change = pending.recv() => change,
+            () = retry_due => Some(()),
+            () = shutdown.cancelled() => None,
         };
         if next.is_none() || shutdown.is_cancelled() {
             return;
@@ -304,7 +304,7 @@ async fn apply_change(
     if std::fs::metadata(plugins.wasm_path(name)).is_ok_and(|meta| meta.len() == 0) {
         return false;
     }
-    if plugins.fingerprint(name).is_some() {
+    if plugins.files_present(name) {
         // load() logs and counts how it went; a running version serves on if it failed.
         return plugins
             .load_if_changed(name)
