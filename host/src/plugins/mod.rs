@@ -12,8 +12,10 @@ use crate::ops::metrics::{Metrics, PluginLabels, ReloadLabels};
 use crate::reconciler::Reconciler;
 use crate::runtime::{KindError, Runtime, RuntimeError};
 use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
+use ordering::ChangeLocks;
 
 mod links;
+mod ordering;
 mod watch;
 pub use watch::{ReloadOptions, watch};
 
@@ -92,10 +94,8 @@ pub struct PluginDir {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     loaded: Mutex<BTreeMap<String, Loaded>>,
-    /// One lock per plugin name, held across each load and unload of it: one plugin's
-    /// changes apply in order, and a plugin that takes seconds to compile holds up no
-    /// other plugin's.
-    changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held across each load and unload of a plugin.
+    changing: ChangeLocks,
     /// Where plugins starting, reloading, failing to load and stopping are recorded as
     /// Events, if anywhere.
     lifecycle: Option<Arc<LifecycleEvents>>,
@@ -144,7 +144,7 @@ impl PluginDir {
             runtime,
             metrics,
             loaded: Mutex::new(BTreeMap::new()),
-            changing: Mutex::new(HashMap::new()),
+            changing: ChangeLocks::default(),
             lifecycle: None,
             attempts: Mutex::new(HashMap::new()),
         }
@@ -251,12 +251,7 @@ impl PluginDir {
 
     /// The lock that orders plugin `name`'s loads and unloads.
     fn change_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.changing
-            .lock()
-            .expect("plugin change locks poisoned")
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.changing.of(name)
     }
 
     /// Loads plugin `name` from its files: starts it, or if it runs already, replaces

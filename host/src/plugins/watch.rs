@@ -8,11 +8,11 @@
 //! editor's save, a `rm` and `cp`) does not interrupt the plugin.
 //!
 //! Each plugin's changes are applied in order by a task of its own, so that a plugin
-//! whose new version takes seconds to compile holds up no other plugin's change. A
-//! directory published by swapping a symlink rather than writing files is followed
-//! too (`links`).
+//! whose new version takes seconds to compile holds up no other plugin's change; the
+//! task ends once it has nothing left to do (`ordering`). A directory published by
+//! swapping a symlink rather than writing files is followed too (`links`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +20,11 @@ use std::time::Duration;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::PluginDir;
 use super::links::{ResolvedDir, may_be_a_swap};
+use super::ordering::{ChangeWorkers, Changes};
 
 /// How the directory is watched.
 #[derive(Debug, Clone, Copy)]
@@ -71,16 +71,20 @@ pub fn watch(
     watch_link_parents(&mut debouncer, &dir);
     tracing::info!(dir = %dir.resolved().display(), "watching the plugins directory for changes");
     Ok(tokio::spawn(async move {
-        let mut workers = Workers {
-            plugins,
-            removal_grace: options.removal_grace,
-            shutdown: shutdown.clone(),
-            changes: HashMap::new(),
-            tasks: JoinSet::new(),
-        };
+        let mut workers = ChangeWorkers::new({
+            let (plugins, shutdown) = (plugins.clone(), shutdown.clone());
+            move |changes| {
+                apply_changes(
+                    plugins.clone(),
+                    changes,
+                    options.removal_grace,
+                    shutdown.clone(),
+                )
+            }
+        });
         // Every plugin once at the start: changes made while the directory was being
         // loaded, and loads that failed for a reason outside their files, are applied.
-        look_at_every_plugin(&mut workers);
+        look_at_every_plugin(&plugins, &mut workers);
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -117,7 +121,7 @@ pub fn watch(
                 swapped = true;
             }
             if swapped {
-                look_at_every_plugin(&mut workers);
+                look_at_every_plugin(&plugins, &mut workers);
             }
             for name in names {
                 workers.changed(&name);
@@ -131,14 +135,13 @@ pub fn watch(
 
 /// Has every plugin of the directory, and every one running, looked at again; those
 /// whose files are what their last load tried are left alone.
-fn look_at_every_plugin(workers: &mut Workers) {
-    let mut names: BTreeSet<String> = workers
-        .plugins
-        .scan()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    names.extend(workers.plugins.loaded().into_keys());
+fn look_at_every_plugin<S, F>(plugins: &PluginDir, workers: &mut ChangeWorkers<S>)
+where
+    S: FnMut(Changes) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut names: BTreeSet<String> = plugins.scan().unwrap_or_default().into_iter().collect();
+    names.extend(plugins.loaded().into_keys());
     for name in names {
         workers.changed(&name);
     }
@@ -185,61 +188,22 @@ fn follow_moved_dir(debouncer: &mut Debouncer, dir: &mut ResolvedDir) -> bool {
     true
 }
 
-/// One task per plugin that has changed, applying its changes in order.
-struct Workers {
-    plugins: Arc<PluginDir>,
-    removal_grace: Duration,
-    shutdown: CancellationToken,
-    /// Each worker's queue: one pending change at most, since a change is applied by
-    /// reading the files as they are then.
-    changes: HashMap<String, mpsc::Sender<()>>,
-    tasks: JoinSet<()>,
-}
-
-impl Workers {
-    /// Tells plugin `name`'s worker that its files changed, starting it if need be.
-    fn changed(&mut self, name: &str) {
-        if let Some(changes) = self.changes.get(name) {
-            match changes.try_send(()) {
-                // Full: a change is pending already, and will read these files.
-                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => return,
-                Err(mpsc::error::TrySendError::Closed(())) => {}
-            }
-        }
-        let (changes, pending) = mpsc::channel(1);
-        changes
-            .try_send(())
-            .expect("a new queue has room for one change");
-        self.changes.insert(name.to_string(), changes);
-        self.tasks.spawn(apply_changes(
-            self.plugins.clone(),
-            name.to_string(),
-            pending,
-            self.removal_grace,
-            self.shutdown.clone(),
-        ));
-    }
-
-    /// Lets every worker finish the change it is applying, then stop.
-    async fn finish(mut self) {
-        self.changes.clear();
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-/// Plugin `name`'s worker: applies each change until its queue closes or the host
-/// shuts down. A load that failed for a reason outside the files (the kind it watches
-/// not served yet, the API server unreachable) is tried again after a backoff, unless
-/// a change comes first.
+/// A plugin's worker: applies each change until none is left or the host shuts down. A
+/// load that failed for a reason outside the files (the kind it watches not served yet,
+/// the API server unreachable) is tried again after a backoff, unless a change comes
+/// first; the worker stays until it succeeds or the files change.
 async fn apply_changes(
     plugins: Arc<PluginDir>,
-    name: String,
-    mut pending: mpsc::Receiver<()>,
+    mut changes: Changes,
     grace: Duration,
     shutdown: CancellationToken,
 ) {
+    let name = changes.name().to_string();
     let mut retry = RetryBackoff::default();
     loop {
+        if retry.current().is_none() && changes.leave_if_idle() {
+            return;
+        }
         let retry_due = async {
             match retry.current() {
                 Some(delay) => tokio::time::sleep(delay).await,
@@ -247,7 +211,7 @@ async fn apply_changes(
             }
         };
         let next = tokio::select! {
-            change = pending.recv() => change,
+            change = changes.next() => change,
             () = retry_due => Some(()),
             () = shutdown.cancelled() => None,
         };
