@@ -191,7 +191,7 @@ fn follow_moved_dir(debouncer: &mut Debouncer, dir: &mut ResolvedDir) -> bool {
 /// A plugin's worker: applies each change until none is left or the host shuts down. A
 /// load that failed for a reason outside the files (the kind it watches not served yet,
 /// the API server unreachable) is tried again after a backoff, unless a change comes
-/// first; the worker stays until it succeeds or the files change.
+/// first; the worker stays for as long as such a load is to be tried again.
 async fn apply_changes(
     plugins: Arc<PluginDir>,
     mut changes: Changes,
