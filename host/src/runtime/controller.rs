@@ -25,7 +25,7 @@ use super::host_calls::KubeHostCalls;
 use super::plugin::{PluginShared, PluginVersion};
 use super::wakes::{wake_hash, wakes};
 use super::watches::{SharedWatch, matches};
-use crate::ops::metrics::{Metrics, QueueLabels, ResultLabels};
+use crate::ops::metrics::{QueueLabels, ReconcileResult};
 use crate::rate::LineAdmitted;
 use crate::reconciler::{Action, ReconcileError};
 use crate::thread_cpu::{Charging, Metered};
@@ -365,13 +365,7 @@ async fn reconcile_object(
             () = context.stopping.cancelled() => return Ok(KubeAction::await_change()),
         }
     };
-    let _active = GaugeGuard::new(
-        plugin
-            .metrics
-            .active_workers
-            .get_or_create(&Metrics::controller(&plugin.name))
-            .clone(),
-    );
+    let _active = GaugeGuard::new(plugin.series.active_workers.clone());
     let started = Instant::now();
     let requeue_requested = AtomicBool::new(false);
     let calls = CallContext {
@@ -404,25 +398,16 @@ async fn reconcile_object(
     };
     drop(permit);
 
-    let controller_labels = Metrics::controller(&plugin.name);
     plugin
-        .metrics
+        .series
         .reconcile_time
-        .get_or_create(&controller_labels)
         .observe(started.elapsed().as_secs_f64());
     let outcome = match &result {
-        Ok(_) if requeue_requested.load(Ordering::Relaxed) => "requeue_after",
-        Ok(_) => "success",
-        Err(_) => "error",
+        Ok(_) if requeue_requested.load(Ordering::Relaxed) => ReconcileResult::RequeueAfter,
+        Ok(_) => ReconcileResult::Success,
+        Err(_) => ReconcileResult::Error,
     };
-    plugin
-        .metrics
-        .reconcile_total
-        .get_or_create(&ResultLabels {
-            controller: plugin.name.clone(),
-            result: outcome,
-        })
-        .inc();
+    plugin.series.reconciles(outcome).inc();
     match &result {
         Ok(_) => {
             if let Some(uid) = object.uid() {
@@ -430,11 +415,7 @@ async fn reconcile_object(
             }
         }
         Err(err) => {
-            plugin
-                .metrics
-                .reconcile_errors
-                .get_or_create(&controller_labels)
-                .inc();
+            plugin.series.reconcile_errors.inc();
             if !err.is_stop() {
                 publish_failure(&plugin, &object, err).await;
             }

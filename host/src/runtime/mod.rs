@@ -242,6 +242,7 @@ impl Runtime {
                 &self.metrics,
             ),
             metrics: self.metrics.clone(),
+            series: self.metrics.controller_series(name),
             slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
             backoff: Default::default(),
             failure_lines: LineLimit::new(FAILURE_LINES_PER_SECOND, FAILURE_LINES_BURST),

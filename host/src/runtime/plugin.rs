@@ -10,7 +10,7 @@ use super::events::PluginEvents;
 use super::kinds::{Kinds, ResolvedKind};
 use super::watches::Watches;
 use crate::grant::Grant;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{ControllerSeries, Metrics};
 use crate::rate::LineLimit;
 use crate::reconciler::Reconciler;
 
@@ -61,6 +61,8 @@ pub struct PluginShared {
     pub events: PluginEvents,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Its controller series in `metrics`.
+    pub series: ControllerSeries,
     /// Its concurrency cap (resized on reload).
     pub slots: ArcSwap<Semaphore>,
     /// Per-object failure backoff.
