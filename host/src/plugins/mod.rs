@@ -103,6 +103,26 @@ pub struct PluginDir {
     attempts: Mutex<HashMap<String, Attempt>>,
 }
 
+/// A plugin's component and grant as read for one load.
+struct PluginFiles {
+    wasm: std::io::Result<Vec<u8>>,
+    /// sha256 of the component, when it could be read.
+    wasm_digest: Option<String>,
+    grant: std::io::Result<String>,
+}
+
+impl PluginFiles {
+    /// Names what both files hold; `None` if either could not be read.
+    fn fingerprint(&self) -> Option<String> {
+        let grant = self.grant.as_ref().ok()?;
+        Some(format!(
+            "{}/{}",
+            self.wasm_digest.as_ref()?,
+            crate::sandbox::digest(grant.as_bytes())
+        ))
+    }
+}
+
 /// The files one load of a plugin tried, and whether it failed for a reason outside
 /// them.
 #[derive(Debug)]
@@ -177,11 +197,15 @@ impl PluginDir {
         self.dir.join(format!("{name}.yaml"))
     }
 
-    /// sha256 over plugin `name`'s component and grant, `None` if either is missing.
-    pub fn fingerprint(&self, name: &str) -> Option<String> {
-        let mut both = std::fs::read(self.wasm_path(name)).ok()?;
-        both.extend(std::fs::read(self.grant_path(name)).ok()?);
-        Some(crate::sandbox::digest(&both))
+    /// Reads plugin `name`'s files, once for one load.
+    fn read_files(&self, name: &str) -> PluginFiles {
+        let wasm = std::fs::read(self.wasm_path(name));
+        let wasm_digest = wasm.as_deref().ok().map(crate::sandbox::digest);
+        PluginFiles {
+            wasm,
+            wasm_digest,
+            grant: std::fs::read_to_string(self.grant_path(name)),
+        }
     }
 
     /// Names of the `.wasm` files in the directory.
@@ -249,11 +273,6 @@ impl PluginDir {
         self.loaded.lock().expect("plugin table poisoned")
     }
 
-    /// The lock that orders plugin `name`'s loads and unloads.
-    fn change_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.changing.of(name)
-    }
-
     /// Loads plugin `name` from its files: starts it, or if it runs already, replaces
     /// it in place. On any failure a running version keeps serving. Loads of other
     /// plugins go on meanwhile.
@@ -277,9 +296,10 @@ impl PluginDir {
         if !valid_name(name) {
             return Err(PluginError::InvalidName(name.to_string()));
         }
-        let change_lock = self.change_lock(name);
+        let change_lock = self.changing.of(name);
         let _changing = change_lock.lock().await;
-        let fingerprint = self.fingerprint(name);
+        let files = self.read_files(name);
+        let fingerprint = files.fingerprint();
         let tried = || {
             self.attempts
                 .lock()
@@ -294,7 +314,7 @@ impl PluginDir {
         }
         // Boxed: a load's future is large and deeply nested, and its callers' futures
         // would otherwise each hold all of it.
-        let loaded = Box::pin(self.load_locked(name)).await;
+        let loaded = Box::pin(self.load_locked(name, files)).await;
         let mut attempts = self.attempts.lock().expect("plugin attempts poisoned");
         match fingerprint {
             Some(fingerprint) => attempts.insert(
@@ -324,9 +344,13 @@ impl PluginDir {
     }
 
     /// [`PluginDir::load`] under the plugin's change lock.
-    async fn load_locked(&self, name: &str) -> Result<LoadOutcome, PluginError> {
+    async fn load_locked(
+        &self,
+        name: &str,
+        files: PluginFiles,
+    ) -> Result<LoadOutcome, PluginError> {
         let running = self.table().get(name).cloned();
-        match self.load_files(name, running.as_ref()).await {
+        match self.load_files(name, files, running.as_ref()).await {
             Ok(None) => Ok(LoadOutcome::Unchanged),
             Ok(Some(plugin)) => {
                 let digest = format!("digest sha256:{}", plugin.digest);
@@ -361,13 +385,24 @@ impl PluginDir {
     async fn load_files(
         &self,
         name: &str,
+        files: PluginFiles,
         running: Option<&Loaded>,
     ) -> Result<Option<Loaded>, PluginError> {
         let grant_path = self.grant_path(name);
-        if !grant_path.exists() {
-            return Err(PluginError::MissingGrant(grant_path));
-        }
-        let grant = Grant::load(&grant_path)?;
+        let grant_file = grant_path.display().to_string();
+        let grant = match files.grant {
+            Ok(text) => Grant::parse(&text, &grant_file)?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PluginError::MissingGrant(grant_path));
+            }
+            Err(source) => {
+                return Err(GrantError::Io {
+                    file: grant_file,
+                    source,
+                }
+                .into());
+            }
+        };
         if grant.limits.fuel.is_some() && !self.sandbox.fuel_enabled() {
             return Err(PluginError::FuelUnavailable);
         }
@@ -376,10 +411,10 @@ impl PluginDir {
             file: wasm_path.clone(),
             source,
         };
-        let bytes = std::fs::read(&wasm_path).map_err(|err| load_error(LoadError::Io(err)))?;
+        let bytes = files.wasm.map_err(|err| load_error(LoadError::Io(err)))?;
         if let Some(running) = running
             && running.grant == grant
-            && running.digest == crate::sandbox::digest(&bytes)
+            && files.wasm_digest.as_ref() == Some(&running.digest)
         {
             return Ok(None);
         }
@@ -417,7 +452,7 @@ impl PluginDir {
     /// keep it running. Objects that still carry its finalizer are reported: they
     /// cannot be deleted until the plugin is drained.
     pub async fn unload_if_removed(&self, name: &str) -> Result<(), PluginError> {
-        let change_lock = self.change_lock(name);
+        let change_lock = self.changing.of(name);
         let changing = change_lock.lock().await;
         let removed = !self.files_present(name);
         if !removed || !self.is_loaded(name) {
