@@ -1,8 +1,8 @@
 //! Hot reload on a real API server: a replaced plugin converges every object with no
 //! failed or lost reconcile, broken files never replace the running version, removed
-//! plugins stop, directories published by swapping a symlink are followed, a plugin's
-//! lifecycle shows as Events on the host's Pod, a plugin compiling holds up no other
-//! plugin's change, and draining retires a plugin cleanly.
+//! plugins stop and their metric series go, directories published by swapping a symlink
+//! are followed, a plugin's lifecycle shows as Events on the host's Pod, a plugin
+//! compiling holds up no other plugin's change, and draining retires a plugin cleanly.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -96,14 +96,12 @@ async fn reloads(host: &TestHost, result: &str, at_least: f64) -> anyhow::Result
 
 fn assert_nothing_failed(host: &TestHost) {
     host.assert_no_reconcile_errors("stamp");
-    let text = host.metrics();
-    for line in text
-        .lines()
-        .filter(|line| line.starts_with("kubewasm_plugin_calls_total{plugin=\"stamp\""))
-    {
+    for outcome in kubewasm::ops::metrics::CALL_OUTCOMES {
+        let labels = format!("plugin=\"stamp\",outcome=\"{outcome}\"");
+        let calls = host.metric("kubewasm_plugin_calls_total", &labels);
         assert!(
-            line.contains("outcome=\"ok\""),
-            "a call did not succeed: {line}"
+            outcome == "ok" || calls == 0.0,
+            "{calls} calls ended {outcome}"
         );
     }
 }
@@ -276,13 +274,62 @@ async fn removed_plugins_stop_and_new_ones_start() -> anyhow::Result<()> {
         Ok((runtime.plugin_names().await == ["stamp"]).then_some(()))
     })
     .await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    create_all(&api, &["subject".to_string()], "kubewasm.dev/stamp").await?;
+    wait::until("the plugin's first call", WAIT, || async {
+        let calls = host.metric(
+            "kubewasm_plugin_calls_total",
+            "plugin=\"stamp\",outcome=\"ok\"",
+        );
+        Ok((calls >= 1.0).then_some(()))
+    })
+    .await?;
+    assert!(!series_of("stamp", &host.metrics()).is_empty());
+    // A plugin that never starts exports nothing.
+    write_plugin(
+        host.dir(),
+        &PluginFiles::new(
+            "never-starts",
+            b"not a component".to_vec(),
+            config_map_grant(&namespace),
+        ),
+    )?;
+    wait::until("the broken plugin's failure", WAIT, || async {
+        Ok((!logs::matching(&["not started", "never-starts"]).is_empty()).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        series_of("never-starts", &host.metrics()),
+        Vec::<String>::new()
+    );
+
     std::fs::remove_file(host.wasm_path("stamp"))?;
     wait::until("the removed plugin to stop", WAIT, || async {
         Ok(runtime.plugin_names().await.is_empty().then_some(()))
     })
     .await?;
     assert_eq!(host.metric("kubewasm_watches", ""), 0.0);
+    // A host whose plugins come and go keeps exporting none of theirs.
+    wait::until("the removed plugin's series to go", WAIT, || async {
+        let left = series_of("stamp", &host.metrics());
+        Ok(left.is_empty().then_some(()))
+    })
+    .await?;
     Ok(())
+}
+
+/// The samples in `metrics` of plugin `name`'s series.
+fn series_of(name: &str, metrics: &str) -> Vec<String> {
+    let labels = [
+        format!("plugin=\"{name}\""),
+        format!("controller=\"{name}\""),
+        format!("name=\"{name}\""),
+    ];
+    metrics
+        .lines()
+        .filter(|line| labels.iter().any(|label| line.contains(label.as_str())))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Publishes `plugin` into a new directory `version` of `dir` and renames a new

@@ -144,26 +144,18 @@ impl BudgetObserver {
 }
 
 impl kubewasm::sandbox::CallObserver for BudgetObserver {
-    fn call_finished(
-        &self,
-        _: &str,
-        _: Duration,
-        _: &'static str,
-        _: Option<&str>,
-        _: Option<u64>,
-    ) {
-    }
-    fn log_lines_dropped(&self, _: &str, _: u64) {}
-    fn cpu_throttled(&self, _: &str, paused: Duration) {
+    fn call_finished(&self, _: Duration, _: &'static str, _: Option<&str>, _: Option<u64>) {}
+    fn log_lines_dropped(&self, _: u64) {}
+    fn cpu_throttled(&self, paused: Duration) {
         let nanos = u64::try_from(paused.as_nanos()).unwrap_or(u64::MAX);
         self.paused
             .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
-    fn call_demoted(&self, _: &str) {
+    fn call_demoted(&self) {
         self.demoted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    fn breaking(&self, _: &str, breaking: bool) {
+    fn breaking(&self, breaking: bool) {
         self.breaking
             .store(breaking, std::sync::atomic::Ordering::Relaxed);
     }

@@ -252,18 +252,11 @@ async fn a_looping_guest_is_cancelled_when_its_plugin_stops() -> anyhow::Result<
 struct Outcomes(std::sync::Mutex<Vec<&'static str>>);
 
 impl kubewasm::sandbox::CallObserver for Outcomes {
-    fn call_finished(
-        &self,
-        _: &str,
-        _: Duration,
-        outcome: &'static str,
-        _: Option<&str>,
-        _: Option<u64>,
-    ) {
+    fn call_finished(&self, _: Duration, outcome: &'static str, _: Option<&str>, _: Option<u64>) {
         self.0.lock().unwrap().push(outcome);
     }
-    fn log_lines_dropped(&self, _: &str, _: u64) {}
-    fn cpu_throttled(&self, _: &str, _: Duration) {}
+    fn log_lines_dropped(&self, _: u64) {}
+    fn cpu_throttled(&self, _: Duration) {}
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::grant::{Grant, GrantError};
 use crate::ops::lifecycle_events::{Lifecycle, LifecycleEvents};
-use crate::ops::metrics::{Metrics, PluginLabels, ReloadLabels};
+use crate::ops::metrics::{Metrics, ReloadLabels};
 use crate::reconciler::Reconciler;
 use crate::runtime::{KindError, Runtime, RuntimeError};
 use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
@@ -372,6 +372,9 @@ impl PluginDir {
                     self.count_reload(name, "error");
                     "reload failed, the running version keeps serving"
                 } else {
+                    // The load may have created its series; a plugin that never started
+                    // exports none.
+                    self.metrics.forget_plugin(name);
                     "not started"
                 };
                 tracing::error!(plugin = name, "{what}: {err}");
@@ -418,7 +421,7 @@ impl PluginDir {
         {
             return Ok(None);
         }
-        let observer: Arc<dyn crate::sandbox::CallObserver> = self.metrics.clone();
+        let observer: Arc<dyn crate::sandbox::CallObserver> = self.metrics.plugin_series(name);
         let options = PluginOptions {
             limits: grant.limits.sandbox(),
             log_rate: LogRate::default(),
@@ -473,10 +476,10 @@ impl PluginDir {
         }
         self.table().remove(name);
         self.forget_attempt(name);
-        self.metrics.breaking.remove(&PluginLabels {
-            plugin: name.to_string(),
-        });
         let stopping = self.runtime.remove_plugin(name).await?;
+        // Under the change lock: a start of the same name, which creates its series
+        // afresh, cannot come between.
+        self.metrics.forget_plugin(name);
         self.record(name, Lifecycle::Stopped, "stopped: its files were removed");
         // Its running reconciles may take up to the shutdown grace: its files written
         // back meanwhile start it again at once.

@@ -1,7 +1,7 @@
 //! The grant check every `kube` import call passes before anything is sent.
 
 use crate::grant::{Grant, Verb};
-use crate::ops::metrics::{DeniedLabels, Metrics};
+use crate::ops::metrics::PluginSeries;
 use crate::reconciler::HostError;
 
 use super::kinds::ResolvedKind;
@@ -21,11 +21,12 @@ pub struct Request<'a> {
     pub subresource: Option<&'a str>,
 }
 
-/// Checks `request` against `grant`; a denial is counted and returned as `forbidden`.
+/// Checks `request` against `grant`; a denial is counted in `series` and returned as
+/// `forbidden`.
 pub fn check(
     plugin: &str,
     grant: &Grant,
-    metrics: &Metrics,
+    series: &PluginSeries,
     request: Request<'_>,
 ) -> Result<(), HostError> {
     let resource = match request.subresource {
@@ -66,14 +67,10 @@ pub fn check(
     match denial {
         None => Ok(()),
         Some(reason) => {
-            metrics
-                .denied_calls
-                .get_or_create(&DeniedLabels {
-                    plugin: plugin.to_string(),
-                    verb: request.verb.as_str(),
-                    resource: display(&request.kind.resource.group, &resource),
-                })
-                .inc();
+            series.count_denied(
+                request.verb.as_str(),
+                &display(&request.kind.resource.group, &resource),
+            );
             tracing::debug!(plugin, reason, "host call denied");
             Err(HostError::Forbidden(format!(
                 "plugin {plugin} may not {} {}{}{}: {reason}",
@@ -105,6 +102,7 @@ mod tests {
     use kube::api::ApiResource;
 
     use super::*;
+    use crate::ops::metrics::Metrics;
 
     fn kind(group: &str, plural: &str, namespaced: bool) -> ResolvedKind {
         ResolvedKind {
@@ -141,6 +139,7 @@ mod tests {
         )
         .unwrap();
         let metrics = Metrics::new();
+        let series = metrics.plugin_series("p");
         let configmaps = kind("", "configmaps", true);
         let secrets = kind("", "secrets", true);
         let nodes = kind("", "nodes", false);
@@ -148,7 +147,7 @@ mod tests {
             check(
                 "p",
                 &grant,
-                &metrics,
+                &series,
                 request(&configmaps, Verb::Get, Some("team-a"))
             )
             .is_ok()
@@ -162,7 +161,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check("p", &grant, &metrics, denied),
+                    check("p", &grant, &series, denied),
                     Err(HostError::Forbidden(_))
                 ),
                 "{denied:?}"

@@ -365,7 +365,7 @@ async fn reconcile_object(
             () = context.stopping.cancelled() => return Ok(KubeAction::await_change()),
         }
     };
-    let _active = GaugeGuard::new(plugin.series.active_workers.clone());
+    let _active = GaugeGuard::new(plugin.controller_series.active_workers.clone());
     let started = Instant::now();
     let requeue_requested = AtomicBool::new(false);
     let calls = CallContext {
@@ -399,7 +399,7 @@ async fn reconcile_object(
     drop(permit);
 
     plugin
-        .series
+        .controller_series
         .reconcile_time
         .observe(started.elapsed().as_secs_f64());
     let outcome = match &result {
@@ -407,7 +407,7 @@ async fn reconcile_object(
         Ok(_) => ReconcileResult::Success,
         Err(_) => ReconcileResult::Error,
     };
-    plugin.series.reconciles(outcome).inc();
+    plugin.controller_series.reconciles(outcome).inc();
     match &result {
         Ok(_) => {
             if let Some(uid) = object.uid() {
@@ -415,7 +415,7 @@ async fn reconcile_object(
             }
         }
         Err(err) => {
-            plugin.series.reconcile_errors.inc();
+            plugin.controller_series.reconcile_errors.inc();
             if !err.is_stop() {
                 publish_failure(&plugin, &object, err).await;
             }

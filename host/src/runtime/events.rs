@@ -6,7 +6,6 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::ops::metrics::{Metrics, PluginLabels};
 use crate::rate::TokenBucket;
 
 /// Events per second a plugin may record, sustained.
@@ -24,14 +23,8 @@ pub struct PluginEvents {
 }
 
 impl PluginEvents {
-    /// A sink recording through `recorder`, counting drops in `metrics`.
-    pub fn new(plugin: &str, recorder: Recorder, metrics: &Metrics) -> Self {
-        let dropped = metrics
-            .events_dropped
-            .get_or_create(&PluginLabels {
-                plugin: plugin.to_string(),
-            })
-            .clone();
+    /// A sink recording through `recorder`, counting drops in `dropped`.
+    pub fn new(plugin: &str, recorder: Recorder, dropped: Counter) -> Self {
         Self {
             plugin: plugin.to_string(),
             recorder,

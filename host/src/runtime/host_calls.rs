@@ -70,7 +70,7 @@ impl KubeHostCalls {
         access::check(
             &self.plugin.name,
             &self.version.grant,
-            &self.plugin.metrics,
+            &self.plugin.plugin_series,
             request,
         )
     }

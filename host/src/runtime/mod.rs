@@ -230,6 +230,7 @@ impl Runtime {
             );
         }
         let concurrency = version.grant.limits.concurrency;
+        let plugin_series = self.metrics.plugin_series(name);
         let shared = Arc::new(PluginShared {
             name: name.to_string(),
             version: ArcSwap::from_pointee(version),
@@ -239,10 +240,11 @@ impl Runtime {
             events: PluginEvents::new(
                 name,
                 Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
-                &self.metrics,
+                plugin_series.events_dropped().clone(),
             ),
             metrics: self.metrics.clone(),
-            series: self.metrics.controller_series(name),
+            controller_series: self.metrics.controller_series(name),
+            plugin_series,
             slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
             backoff: Default::default(),
             failure_lines: LineLimit::new(FAILURE_LINES_PER_SECOND, FAILURE_LINES_BURST),

@@ -10,7 +10,7 @@ use super::events::PluginEvents;
 use super::kinds::{Kinds, ResolvedKind};
 use super::watches::Watches;
 use crate::grant::Grant;
-use crate::ops::metrics::{ControllerSeries, Metrics};
+use crate::ops::metrics::{ControllerSeries, Metrics, PluginSeries};
 use crate::rate::LineLimit;
 use crate::reconciler::Reconciler;
 
@@ -62,7 +62,9 @@ pub struct PluginShared {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Its controller series in `metrics`.
-    pub series: ControllerSeries,
+    pub controller_series: ControllerSeries,
+    /// Its `kubewasm_plugin_*` series in `metrics` (denied calls are counted here).
+    pub plugin_series: Arc<PluginSeries>,
     /// Its concurrency cap (resized on reload).
     pub slots: ArcSwap<Semaphore>,
     /// Per-object failure backoff.

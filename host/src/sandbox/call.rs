@@ -123,7 +123,7 @@ pub async fn call(
             () = tokio::time::sleep(pause) => {}
             () = stopping.cancelled() => {}
         }
-        report_pause(&setup.observer, &setup.log, paused_from.elapsed());
+        report_pause(&setup.observer, paused_from.elapsed());
     }
     let started = Instant::now();
     let observer = setup.observer.clone();
@@ -144,14 +144,14 @@ pub async fn call(
             Err(ReconcileError::Trap { code, .. }) => ("trap", Some(code.as_str())),
             Err(err) => (err.kind(), None),
         };
-        observer.call_finished(plugin.plugin(), started.elapsed(), outcome, trap, fuel_used);
+        observer.call_finished(started.elapsed(), outcome, trap, fuel_used);
         let dropped = plugin.take_dropped_since_report();
         if dropped > 0 {
-            observer.log_lines_dropped(plugin.plugin(), dropped);
+            observer.log_lines_dropped(dropped);
         }
         // Told after every call rather than as a run begins or ends, so that a call of
         // a version just replaced cannot leave the new version's state wrong.
-        observer.breaking(plugin.plugin(), cpu.is_breaking());
+        observer.breaking(cpu.is_breaking());
     }
     result
 }
@@ -206,7 +206,6 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
     let paused = Arc::new(AtomicU64::new(0));
     let cpu = setup.cpu.clone();
     let observer = setup.observer.clone();
-    let log = setup.log.clone();
     let clock = store.data().clock.clone();
     let paused_in_callback = paused.clone();
     let stopping_in_callback = stopping.clone();
@@ -221,7 +220,7 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
         let longest = if stopping { timeout - elapsed } else { timeout };
         let pause = cpu.charge(clock.take_ran()).map(|pause| pause.min(longest));
         if let Some(pause) = pause {
-            report_pause(&observer, &log, pause);
+            report_pause(&observer, pause);
             paused_in_callback.fetch_add(nanos(pause), Ordering::Relaxed);
             demotion.request();
         }
@@ -310,9 +309,9 @@ async fn run(setup: CallSetup, export: Export, demotion: Demotion) -> Ended {
 
 /// Counts a pause imposed on a call for its plugin's CPU budget, as it begins: a
 /// looping guest's calls end only at their deadline, long after.
-fn report_pause(observer: &Option<Arc<dyn CallObserver>>, log: &PluginLog, pause: Duration) {
+fn report_pause(observer: &Option<Arc<dyn CallObserver>>, pause: Duration) {
     if let Some(observer) = observer {
-        observer.cpu_throttled(log.plugin(), pause);
+        observer.cpu_throttled(pause);
     }
 }
 

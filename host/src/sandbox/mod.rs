@@ -89,7 +89,7 @@ pub enum LoadError {
     InvalidDescription(String),
 }
 
-/// Told how every call into a plugin went, for metrics. The sandbox knows nothing of
+/// Told how every call into one plugin went, for metrics. The sandbox knows nothing of
 /// how they are exported.
 pub trait CallObserver: Send + Sync {
     /// A call finished after `duration` with `outcome` (`ok`, `reported`, or a
@@ -97,23 +97,22 @@ pub trait CallObserver: Send + Sync {
     /// when the plugin has a fuel limit.
     fn call_finished(
         &self,
-        plugin: &str,
         duration: std::time::Duration,
         outcome: &'static str,
         trap: Option<&str>,
         fuel_used: Option<u64>,
     );
     /// The plugin's log rate limit dropped `lines` lines.
-    fn log_lines_dropped(&self, plugin: &str, lines: u64);
+    fn log_lines_dropped(&self, lines: u64);
     /// The plugin's guests were paused for `paused` for running past its CPU budget.
-    fn cpu_throttled(&self, plugin: &str, paused: std::time::Duration);
+    fn cpu_throttled(&self, paused: std::time::Duration);
     /// A call of the plugin runs demoted: the plugin ran past its CPU budget, or its guest
     /// broke call after call, lately. Told as the call starts, or as it ends for a call
     /// that was moved to the demoted threads on the way.
-    fn call_demoted(&self, _plugin: &str) {}
+    fn call_demoted(&self) {}
     /// After each call: whether the plugin's guest keeps breaking, so that it is held to
     /// a share of its CPU budget until a call comes through.
-    fn breaking(&self, _plugin: &str, _breaking: bool) {}
+    fn breaking(&self, _breaking: bool) {}
 }
 
 /// How one plugin is run.
@@ -297,9 +296,8 @@ impl Sandbox {
             Priority::Normal
         };
         let observer = setup.observer.clone();
-        let plugin = setup.log.clone();
         if let (Priority::Demoted, Some(observer)) = (priority, &observer) {
-            observer.call_demoted(plugin.plugin());
+            observer.call_demoted();
         }
         let demotion = Demotion::default();
         let result = self
@@ -318,7 +316,7 @@ impl Sandbox {
         if let Some(observer) = observer
             && demotion.moved()
         {
-            observer.call_demoted(plugin.plugin());
+            observer.call_demoted();
         }
         result
     }

@@ -1,7 +1,9 @@
 //! Prometheus metrics: controller-runtime's names, with the plugin as `controller`, and
 //! kubewasm's own under `kubewasm_*`.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +11,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+mod controller;
+mod plugin;
+
+pub use controller::{ControllerSeries, ReconcileResult};
+pub use plugin::{CALL_OUTCOMES, PluginSeries};
 
 /// `controller`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +147,8 @@ pub struct Metrics {
     pub demoted_calls: Family<PluginLabels, Counter>,
     /// `kubewasm_plugin_breaking`: 1 while the plugin's guest keeps breaking.
     pub breaking: Family<PluginLabels, Gauge>,
+    /// Each plugin's series, by name.
+    plugin_series: Mutex<HashMap<String, Arc<PluginSeries>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -296,6 +306,7 @@ impl Metrics {
             cpu_throttled,
             demoted_calls,
             breaking,
+            plugin_series: Mutex::default(),
         }
     }
 
@@ -312,163 +323,5 @@ impl Metrics {
         ControllerLabels {
             controller: plugin.to_string(),
         }
-    }
-
-    /// `plugin`'s controller series, each `result` of a reconcile at 0 until it happens.
-    pub fn controller_series(&self, plugin: &str) -> ControllerSeries {
-        let labels = Self::controller(plugin);
-        let result = |result| {
-            self.reconcile_total.get_or_create_owned(&ResultLabels {
-                controller: plugin.to_string(),
-                result,
-            })
-        };
-        ControllerSeries {
-            active_workers: self.active_workers.get_or_create_owned(&labels),
-            reconcile_time: self.reconcile_time.get_or_create_owned(&labels),
-            reconcile_errors: self.reconcile_errors.get_or_create_owned(&labels),
-            success: result("success"),
-            requeue_after: result("requeue_after"),
-            error: result("error"),
-        }
-    }
-}
-
-/// One plugin's controller-runtime series, looked up once when it starts rather than
-/// on every reconcile; like controller-runtime's, every `result` reads 0 from the start,
-/// so that a rate of errors is there before the first error.
-#[derive(Debug, Clone)]
-pub struct ControllerSeries {
-    /// `controller_runtime_active_workers`.
-    pub active_workers: Gauge,
-    /// `controller_runtime_reconcile_time_seconds`.
-    pub reconcile_time: Histogram,
-    /// `controller_runtime_reconcile_errors_total`.
-    pub reconcile_errors: Counter,
-    success: Counter,
-    requeue_after: Counter,
-    error: Counter,
-}
-
-/// How a reconcile ended, as `controller_runtime_reconcile_total` counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReconcileResult {
-    /// It succeeded.
-    Success,
-    /// It succeeded and the plugin asked to be called again after a delay.
-    RequeueAfter,
-    /// It failed.
-    Error,
-}
-
-impl ControllerSeries {
-    /// `controller_runtime_reconcile_total` for `result`.
-    pub fn reconciles(&self, result: ReconcileResult) -> &Counter {
-        match result {
-            ReconcileResult::Success => &self.success,
-            ReconcileResult::RequeueAfter => &self.requeue_after,
-            ReconcileResult::Error => &self.error,
-        }
-    }
-}
-
-impl crate::sandbox::CallObserver for Metrics {
-    fn call_finished(
-        &self,
-        plugin: &str,
-        duration: std::time::Duration,
-        outcome: &'static str,
-        trap: Option<&str>,
-        fuel_used: Option<u64>,
-    ) {
-        if let Some(trap) = trap {
-            self.traps
-                .get_or_create(&TrapLabels {
-                    plugin: plugin.to_string(),
-                    trap: trap.to_string(),
-                })
-                .inc();
-        }
-        self.calls
-            .get_or_create(&CallLabels {
-                plugin: plugin.to_string(),
-                outcome,
-            })
-            .inc();
-        let labels = PluginLabels {
-            plugin: plugin.to_string(),
-        };
-        self.call_duration
-            .get_or_create(&labels)
-            .observe(duration.as_secs_f64());
-        if let Some(fuel) = fuel_used {
-            self.fuel_used.get_or_create(&labels).inc_by(fuel);
-        }
-    }
-
-    fn log_lines_dropped(&self, plugin: &str, lines: u64) {
-        self.log_dropped_lines
-            .get_or_create(&PluginLabels {
-                plugin: plugin.to_string(),
-            })
-            .inc_by(lines);
-    }
-
-    fn cpu_throttled(&self, plugin: &str, paused: std::time::Duration) {
-        self.cpu_throttled
-            .get_or_create(&PluginLabels {
-                plugin: plugin.to_string(),
-            })
-            .inc_by(paused.as_secs_f64());
-    }
-
-    fn call_demoted(&self, plugin: &str) {
-        self.demoted_calls
-            .get_or_create(&PluginLabels {
-                plugin: plugin.to_string(),
-            })
-            .inc();
-    }
-
-    fn breaking(&self, plugin: &str, breaking: bool) {
-        self.breaking
-            .get_or_create(&PluginLabels {
-                plugin: plugin.to_string(),
-            })
-            .set(breaking.into());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plugins_controller_series_read_zero_from_its_start_and_count_into_the_registry() {
-        let metrics = Metrics::new();
-        let series = metrics.controller_series("mirror");
-        let text = metrics.encode();
-        for result in ["success", "requeue_after", "error"] {
-            let sample = format!(
-                "controller_runtime_reconcile_total{{controller=\"mirror\",result=\"{result}\"}} 0"
-            );
-            assert!(text.contains(&sample), "no {sample} in:\n{text}");
-        }
-        series.reconciles(ReconcileResult::Error).inc();
-        series.reconcile_errors.inc();
-        // A second lookup (the plugin started again) shares the same series.
-        let again = metrics.controller_series("mirror");
-        again.reconciles(ReconcileResult::Error).inc();
-        let text = metrics.encode();
-        assert!(
-            text.contains(
-                "controller_runtime_reconcile_total{controller=\"mirror\",result=\"error\"} 2"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("controller_runtime_reconcile_errors_total{controller=\"mirror\"} 1"),
-            "{text}"
-        );
     }
 }
