@@ -25,7 +25,7 @@ use super::host_calls::KubeHostCalls;
 use super::plugin::{PluginShared, PluginVersion};
 use super::wakes::{wake_hash, wakes};
 use super::watches::{SharedWatch, matches};
-use crate::ops::metrics::{QueueLabels, ReconcileResult};
+use crate::ops::metrics::ReconcileResult;
 use crate::rate::LineAdmitted;
 use crate::reconciler::{Action, ReconcileError};
 use crate::thread_cpu::{Charging, Metered};
@@ -92,13 +92,7 @@ impl ScopeController {
     ) -> Self {
         let (requeue_all, requeue_rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog::new(
-            plugin
-                .metrics
-                .workqueue_depth
-                .get_or_create(&QueueLabels {
-                    name: plugin.name.clone(),
-                })
-                .clone(),
+            plugin.controller_series.workqueue_depth.clone(),
         ));
         let resource = watch.key().resource.clone();
         // kube-runtime's own cap keeps queued objects in its scheduler; the plugin's

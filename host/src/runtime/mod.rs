@@ -242,16 +242,15 @@ impl Runtime {
                 Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
                 plugin_series.events_dropped().clone(),
             ),
-            metrics: self.metrics.clone(),
-            controller_series: self.metrics.controller_series(name),
+            controller_series: plugin_series.controller().clone(),
             plugin_series,
             slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
             backoff: Default::default(),
             failure_lines: LineLimit::new(FAILURE_LINES_PER_SECOND, FAILURE_LINES_BURST),
         });
-        self.metrics
+        shared
+            .controller_series
             .max_concurrent
-            .get_or_create(&Metrics::controller(name))
             .set(concurrency.into());
         let controllers = self.spawn_controllers(&shared, &watch_keys);
         tracing::info!(
@@ -311,9 +310,10 @@ impl Runtime {
                 .shared
                 .slots
                 .store(Arc::new(Semaphore::new(concurrency.into())));
-            self.metrics
+            running
+                .shared
+                .controller_series
                 .max_concurrent
-                .get_or_create(&Metrics::controller(name))
                 .set(concurrency.into());
         }
         running.shared.version.store(Arc::new(version));

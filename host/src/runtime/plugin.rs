@@ -10,7 +10,7 @@ use super::events::PluginEvents;
 use super::kinds::{Kinds, ResolvedKind};
 use super::watches::Watches;
 use crate::grant::Grant;
-use crate::ops::metrics::{ControllerSeries, Metrics, PluginSeries};
+use crate::ops::metrics::{ControllerSeries, PluginSeries};
 use crate::rate::LineLimit;
 use crate::reconciler::Reconciler;
 
@@ -59,11 +59,9 @@ pub struct PluginShared {
     pub watches: Arc<Watches>,
     /// Events, recorded with the host's identity.
     pub events: PluginEvents,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Its controller series in `metrics`.
+    /// Its controller-runtime series (those of `plugin_series`, at hand).
     pub controller_series: ControllerSeries,
-    /// Its `kubewasm_plugin_*` series in `metrics` (denied calls are counted here).
+    /// Its series (denied calls and dropped Events are counted here).
     pub plugin_series: Arc<PluginSeries>,
     /// Its concurrency cap (resized on reload).
     pub slots: ArcSwap<Semaphore>,

@@ -1,5 +1,6 @@
 //! One plugin's controller-runtime series (`controller_runtime_*`, `workqueue_depth`),
-//! looked up once when it starts rather than on every reconcile.
+//! looked up once with the rest of its series ([`super::PluginSeries`]) rather than on
+//! every reconcile.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -7,13 +8,16 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::{Metrics, QueueLabels, ResultLabels};
 
-/// One plugin's controller-runtime series, looked up once when it starts rather than
-/// on every reconcile; like controller-runtime's, every `result` reads 0 from the start,
-/// so that a rate of errors is there before the first error.
+/// One plugin's controller-runtime series; like controller-runtime's, every `result`
+/// reads 0 from the start, so that a rate of errors is there before the first error.
 #[derive(Debug, Clone)]
 pub struct ControllerSeries {
     /// `controller_runtime_active_workers`.
     pub active_workers: Gauge,
+    /// `controller_runtime_max_concurrent_reconciles`.
+    pub max_concurrent: Gauge,
+    /// `workqueue_depth`, shared by the plugin's controllers.
+    pub workqueue_depth: Gauge,
     /// `controller_runtime_reconcile_time_seconds`.
     pub reconcile_time: Histogram,
     /// `controller_runtime_reconcile_errors_total`.
@@ -50,7 +54,7 @@ const RESULTS: [&str; 3] = ["success", "requeue_after", "error"];
 
 impl Metrics {
     /// `plugin`'s controller series, each `result` of a reconcile at 0 until it happens.
-    pub fn controller_series(&self, plugin: &str) -> ControllerSeries {
+    pub(super) fn controller_series(&self, plugin: &str) -> ControllerSeries {
         let labels = Self::controller(plugin);
         let [success, requeue_after, error] = RESULTS.map(|result| {
             self.reconcile_total.get_or_create_owned(&ResultLabels {
@@ -60,6 +64,10 @@ impl Metrics {
         });
         ControllerSeries {
             active_workers: self.active_workers.get_or_create_owned(&labels),
+            max_concurrent: self.max_concurrent.get_or_create_owned(&labels),
+            workqueue_depth: self.workqueue_depth.get_or_create_owned(&QueueLabels {
+                name: plugin.to_string(),
+            }),
             reconcile_time: self.reconcile_time.get_or_create_owned(&labels),
             reconcile_errors: self.reconcile_errors.get_or_create_owned(&labels),
             success,
@@ -94,7 +102,7 @@ mod tests {
     #[test]
     fn a_plugins_controller_series_read_zero_from_its_start_and_count_into_the_registry() {
         let metrics = Metrics::new();
-        let series = metrics.controller_series("mirror");
+        let series = metrics.plugin_series("mirror").controller().clone();
         let text = metrics.encode();
         for result in ["success", "requeue_after", "error"] {
             let sample = format!(
@@ -104,8 +112,8 @@ mod tests {
         }
         series.reconciles(ReconcileResult::Error).inc();
         series.reconcile_errors.inc();
-        // A second lookup (the plugin started again) shares the same series.
-        let again = metrics.controller_series("mirror");
+        // A second lookup (the plugin reloaded) shares the same series.
+        let again = metrics.plugin_series("mirror").controller().clone();
         again.reconciles(ReconcileResult::Error).inc();
         let text = metrics.encode();
         assert!(

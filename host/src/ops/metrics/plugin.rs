@@ -1,5 +1,5 @@
-//! One plugin's `kubewasm_plugin_*` series, looked up once and shared by its sandbox
-//! calls and its controllers, and the removal of every series of a plugin that is gone.
+//! One plugin's series, looked up once and shared by its sandbox calls and its
+//! controllers, and the removal of every series of a plugin that is gone.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -11,7 +11,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{CallLabels, DeniedLabels, Metrics, PluginLabels, ReloadLabels, TrapLabels};
+use super::{
+    CallLabels, ControllerSeries, DeniedLabels, Metrics, PluginLabels, ReloadLabels, TrapLabels,
+};
 
 /// Every `outcome` of `kubewasm_plugin_calls_total`: `ok`, `reported` (the plugin
 /// returned an error), and each [`crate::reconciler::ReconcileError::kind`].
@@ -27,12 +29,14 @@ pub const CALL_OUTCOMES: [&str; 9] = [
     "stopped",
 ];
 
-/// One plugin's series. Those with fixed labels read 0 from its start; those whose
+/// One plugin's series: its `kubewasm_plugin_*` series and its [`ControllerSeries`].
+/// Those with fixed labels read 0 from its start; those whose
 /// labels its calls choose (which trap, which denied call) and its fuel appear on first
 /// use. Once the plugin is forgotten, a handle still held by one of its last calls counts
 /// into series no longer exported, and never brings one back.
 #[derive(Debug)]
 pub struct PluginSeries {
+    controller: ControllerSeries,
     calls: [Counter; CALL_OUTCOMES.len()],
     call_duration: Histogram,
     log_dropped_lines: Counter,
@@ -76,6 +80,7 @@ impl PluginSeries {
             plugin: plugin.to_string(),
         };
         Self {
+            controller: metrics.controller_series(plugin),
             calls: CALL_OUTCOMES.map(|outcome| {
                 metrics.calls.get_or_create_owned(&CallLabels {
                     plugin: plugin.to_string(),
@@ -103,6 +108,11 @@ impl PluginSeries {
 
     fn labelled(&self) -> MutexGuard<'_, Labelled> {
         self.labelled.lock().expect("plugin series poisoned")
+    }
+
+    /// Its controller-runtime series.
+    pub fn controller(&self) -> &ControllerSeries {
+        &self.controller
     }
 
     /// `kubewasm_plugin_events_dropped_total`.
@@ -194,6 +204,7 @@ impl PluginSeries {
                 result,
             });
         }
+        metrics.forget_controller(&labels.plugin);
     }
 }
 
@@ -252,15 +263,12 @@ impl Metrics {
     /// and a host whose plugins come and go must not export their series forever. A
     /// plugin of that name started later begins from 0.
     pub fn forget_plugin(&self, name: &str) {
-        let series = self
-            .plugin_series
-            .lock()
-            .expect("plugin series poisoned")
-            .remove(name);
-        if let Some(series) = series {
+        // Held throughout, so that a plugin of the same name starting meanwhile cannot
+        // pick up series that are about to go.
+        let mut all = self.plugin_series.lock().expect("plugin series poisoned");
+        if let Some(series) = all.remove(name) {
             series.forget(self);
         }
-        self.forget_controller(name);
     }
 }
 
@@ -319,11 +327,8 @@ mod tests {
     fn a_forgotten_plugin_leaves_no_series_and_its_late_calls_bring_none_back() {
         let metrics = Metrics::new();
         let gone = metrics.plugin_series("gone");
-        let _controller = metrics.controller_series("gone");
-        metrics
-            .max_concurrent
-            .get_or_create(&Metrics::controller("gone"))
-            .set(2);
+        gone.controller().max_concurrent.set(2);
+        gone.controller().workqueue_depth.set(1);
         gone.call_finished(
             Duration::from_millis(1),
             "trap",
