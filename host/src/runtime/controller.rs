@@ -92,7 +92,7 @@ impl ScopeController {
     ) -> Self {
         let (requeue_all, requeue_rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog::new(
-            plugin.controller_series.workqueue_depth.clone(),
+            plugin.controller_series().workqueue_depth.clone(),
         ));
         let resource = watch.key().resource.clone();
         // kube-runtime's own cap keeps queued objects in its scheduler; the plugin's
@@ -359,7 +359,7 @@ async fn reconcile_object(
             () = context.stopping.cancelled() => return Ok(KubeAction::await_change()),
         }
     };
-    let _active = GaugeGuard::new(plugin.controller_series.active_workers.clone());
+    let _active = GaugeGuard::new(plugin.controller_series().active_workers.clone());
     let started = Instant::now();
     let requeue_requested = AtomicBool::new(false);
     let calls = CallContext {
@@ -393,7 +393,7 @@ async fn reconcile_object(
     drop(permit);
 
     plugin
-        .controller_series
+        .controller_series()
         .reconcile_time
         .observe(started.elapsed().as_secs_f64());
     let outcome = match &result {
@@ -401,7 +401,7 @@ async fn reconcile_object(
         Ok(_) => ReconcileResult::Success,
         Err(_) => ReconcileResult::Error,
     };
-    plugin.controller_series.reconciles(outcome).inc();
+    plugin.controller_series().reconciles(outcome).inc();
     match &result {
         Ok(_) => {
             if let Some(uid) = object.uid() {
@@ -409,7 +409,7 @@ async fn reconcile_object(
             }
         }
         Err(err) => {
-            plugin.controller_series.reconcile_errors.inc();
+            plugin.controller_series().reconcile_errors.inc();
             if !err.is_stop() {
                 publish_failure(&plugin, &object, err).await;
             }

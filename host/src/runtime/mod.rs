@@ -242,14 +242,13 @@ impl Runtime {
                 Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
                 plugin_series.events_dropped().clone(),
             ),
-            controller_series: plugin_series.controller().clone(),
             plugin_series,
             slots: ArcSwap::from_pointee(Semaphore::new(concurrency.into())),
             backoff: Default::default(),
             failure_lines: LineLimit::new(FAILURE_LINES_PER_SECOND, FAILURE_LINES_BURST),
         });
         shared
-            .controller_series
+            .controller_series()
             .max_concurrent
             .set(concurrency.into());
         let controllers = self.spawn_controllers(&shared, &watch_keys);
@@ -312,7 +311,7 @@ impl Runtime {
                 .store(Arc::new(Semaphore::new(concurrency.into())));
             running
                 .shared
-                .controller_series
+                .controller_series()
                 .max_concurrent
                 .set(concurrency.into());
         }

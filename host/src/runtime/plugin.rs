@@ -59,8 +59,6 @@ pub struct PluginShared {
     pub watches: Arc<Watches>,
     /// Events, recorded with the host's identity.
     pub events: PluginEvents,
-    /// Its controller-runtime series (those of `plugin_series`, at hand).
-    pub controller_series: ControllerSeries,
     /// Its series (denied calls and dropped Events are counted here).
     pub plugin_series: Arc<PluginSeries>,
     /// Its concurrency cap (resized on reload).
@@ -69,6 +67,13 @@ pub struct PluginShared {
     pub backoff: Backoff,
     /// The host's log lines for its failed reconciles.
     pub failure_lines: LineLimit,
+}
+
+impl PluginShared {
+    /// Its controller-runtime series.
+    pub fn controller_series(&self) -> &ControllerSeries {
+        self.plugin_series.controller()
+    }
 }
 
 impl std::fmt::Debug for PluginShared {
