@@ -7,6 +7,12 @@ use super::ClusterError;
 /// The Kubernetes version the provisioning script builds and the cache is keyed by.
 pub const KUBERNETES_VERSION: &str = "1.20.2";
 
+/// The revision of `scripts/assets.sh`'s recipe; the cache directory is named
+/// `<version>-<revision>` so that a cache an older recipe filled is not used (revision 2
+/// replaced the vendored reflect2 and json-iterator, without which the API server crashes
+/// on the first custom resource).
+pub const ASSETS_BUILD: &str = "2";
+
 /// The environment variable envtest uses to point at a directory with the binaries.
 pub const ASSETS_ENV: &str = "KUBEBUILDER_ASSETS";
 
@@ -61,11 +67,11 @@ impl Assets {
     }
 }
 
-/// `~/.cache/kubewasm/assets/<version>` (honouring `XDG_CACHE_HOME`).
+/// `~/.cache/kubewasm/assets/<version>-<revision>` (honouring `XDG_CACHE_HOME`).
 pub fn default_cache_dir() -> PathBuf {
     crate::paths::cache_dir()
         .join("assets")
-        .join(KUBERNETES_VERSION)
+        .join(format!("{KUBERNETES_VERSION}-{ASSETS_BUILD}"))
 }
 
 fn is_executable(path: &Path) -> bool {
