@@ -31,6 +31,10 @@ if [[ $what == tests || $what == all ]]; then
   # The same, watching a custom kind whose CustomResourceDefinition tests install.
   cp "$(MISBEHAVE_DEFAULT=ok MISBEHAVE_API_VERSION=kubewasm.test/v1 MISBEHAVE_KIND=Widget \
     rust_build misbehave)" "$test_out/widget-watcher.wasm"
+  # The same, watching Secrets and copying each into a ConfigMap: what a grant for
+  # ConfigMaps alone must not let run.
+  cp "$(MISBEHAVE_DEFAULT=copy MISBEHAVE_KIND=Secret rust_build misbehave)" \
+    "$test_out/secret-watcher.wasm"
   for version in v1 v2; do
     cp "$(STAMP_VERSION=$version rust_build stamp)" "$test_out/stamp-$version.wasm"
   done

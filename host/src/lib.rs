@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod grant;
 pub mod manager;
 pub mod memory_host;
+pub mod names;
 pub mod ops;
 pub mod paths;
 pub mod plugins;

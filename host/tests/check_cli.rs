@@ -42,7 +42,11 @@ fn check_prints_the_mirror_plugins_description() {
     assert_eq!(report["watch"]["kind"], "ConfigMap");
     assert_eq!(report["watch"]["labelSelector"], "kubewasm.dev/mirror=true");
     assert_eq!(report["finalizer"], "kubewasm.dev/mirror");
-    assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
+    let digest = report["digest"].as_str().unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
 }
 
 #[test]

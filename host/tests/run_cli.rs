@@ -99,6 +99,8 @@ impl Host {
             .args(["--probe-addr", &format!("127.0.0.1:{probe_port}")])
             .arg("--compile-cache")
             .arg(plugins.join("cache"))
+            // The example grants name no ServiceAccount.
+            .arg("--allow-host-identity")
             .args(extra);
         configure(&mut command);
         let child = command.spawn().unwrap();

@@ -30,10 +30,11 @@ impl PluginFiles {
     }
 }
 
-/// A grant for ConfigMaps in `namespace` only, with everything allowed on them.
+/// A grant for ConfigMaps in `namespace` only, with everything allowed on them and the
+/// mirror's finalizer, without a ServiceAccount.
 pub fn config_map_grant(namespace: &str) -> String {
     format!(
-        "namespaces: [{namespace}]\npermissions:\n  - apiGroups: [\"\"]\n    resources: [configmaps]\n    verbs: [\"*\"]\n"
+        "apiVersion: kubewasm.dev/v1\nnamespaces: [{namespace}]\nfinalizers: [kubewasm.dev/mirror]\npermissions:\n  - apiGroups: [\"\"]\n    resources: [configmaps]\n    verbs: [\"*\"]\n"
     )
 }
 
@@ -44,6 +45,9 @@ pub struct TestHost {
     plugins_dir: PathBuf,
     sandbox: kubewasm::sandbox::SandboxConfig,
     host_pod: Option<HostPod>,
+    runtime: RuntimeOptions,
+    /// The host's identity; `None` is the admin's.
+    identity: Option<kube::Config>,
     manager: Option<Manager>,
 }
 
@@ -88,6 +92,34 @@ impl TestHost {
             plugins_dir,
             sandbox,
             host_pod,
+            runtime: crate::runtime_options(),
+            identity: None,
+            manager: None,
+        };
+        host.restart().await?;
+        Ok(host)
+    }
+
+    /// Writes `plugins` into a fresh directory and starts a host on it that refuses
+    /// grants without a ServiceAccount, as `kubewasm run` does by default.
+    pub async fn start_strict(plugins: &[PluginFiles]) -> anyhow::Result<Self> {
+        Self::start_strict_as(plugins, None).await
+    }
+
+    /// [`TestHost::start_strict`] with `identity` (`None`: the admin's) as the host's
+    /// own.
+    pub async fn start_strict_as(
+        plugins: &[PluginFiles],
+        identity: Option<kube::Config>,
+    ) -> anyhow::Result<Self> {
+        let root = directory_of(plugins)?;
+        let mut host = Self {
+            plugins_dir: root.path().to_path_buf(),
+            _root: root,
+            sandbox: crate::sandbox_config(),
+            host_pod: None,
+            runtime: RuntimeOptions::default(),
+            identity,
             manager: None,
         };
         host.restart().await?;
@@ -100,14 +132,18 @@ impl TestHost {
         let options = ManagerOptions {
             plugins_dir: self.plugins_dir.clone(),
             sandbox: self.sandbox.clone(),
-            runtime: RuntimeOptions::default(),
+            runtime: self.runtime.clone(),
             metrics_addr: None,
             probe_addr: None,
             reload: Some(ReloadOptions::default()),
             leader_election: None,
             host_pod: self.host_pod.clone(),
         };
-        self.manager = Some(Manager::start(crate::admin_config().await?, options).await?);
+        let config = match &self.identity {
+            Some(config) => config.clone(),
+            None => crate::admin_config().await?,
+        };
+        self.manager = Some(Manager::start(config, options).await?);
         Ok(())
     }
 

@@ -37,6 +37,16 @@ pub fn sandbox_config() -> kubewasm::sandbox::SandboxConfig {
     }
 }
 
+/// Runtime settings for tests: the defaults, except that grants without a
+/// ServiceAccount run with the host's identity (`--allow-host-identity`), as most tests
+/// are about something else than identity.
+pub fn runtime_options() -> kubewasm::runtime::RuntimeOptions {
+    kubewasm::runtime::RuntimeOptions {
+        allow_host_identity: true,
+        ..Default::default()
+    }
+}
+
 /// What the tests need to know of the shared control plane.
 #[derive(Debug)]
 struct SharedControlPlane {

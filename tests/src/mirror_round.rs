@@ -39,7 +39,7 @@ impl Bench {
             client: crate::admin_client().await?,
             runtime: Runtime::new(
                 crate::admin_config().await?,
-                kubewasm::runtime::RuntimeOptions::default(),
+                crate::runtime_options(),
                 metrics,
             )?,
             sandbox: kubewasm::sandbox::Sandbox::new(crate::sandbox_config())?,

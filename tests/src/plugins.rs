@@ -44,6 +44,18 @@ pub fn example_grant(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
 }
 
+/// The grant built beside an example plugin, narrowed from every namespace to
+/// `namespace`.
+pub fn example_grant_in(name: &str, namespace: &str) -> String {
+    let grant = example_grant(name);
+    let everywhere = "namespaces: [\"*\"]";
+    assert!(
+        grant.contains(everywhere),
+        "{name}'s grant is not cluster-wide: {grant}"
+    );
+    grant.replacen(everywhere, &format!("namespaces: [{namespace}]"), 1)
+}
+
 /// Defines one `#[tokio::test]` per language, named after it, that awaits `$run(plugin)`
 /// (returning `anyhow::Result<()>`) on that language's configmap-mirror example.
 #[macro_export]

@@ -165,12 +165,16 @@ async fn custom_resources_are_created_watched_status_patched_and_deleted() -> an
     crds.create(&PostParams::default(), &gadget_crd(&group)?)
         .await?;
     let gvk = GroupVersionKind::gvk(&group, "v1", "Gadget");
-    let resource = wait::until("the Gadget kind served", Duration::from_secs(60), || async {
-        match kube::discovery::pinned_kind(&client, &gvk).await {
-            Ok((resource, _)) => Ok(Some(resource)),
-            Err(_) => Ok(None),
-        }
-    })
+    let resource = wait::until(
+        "the Gadget kind served",
+        Duration::from_secs(60),
+        || async {
+            match kube::discovery::pinned_kind(&client, &gvk).await {
+                Ok((resource, _)) => Ok(Some(resource)),
+                Err(_) => Ok(None),
+            }
+        },
+    )
     .await?;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
     let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
@@ -216,7 +220,11 @@ async fn custom_resources_are_created_watched_status_patched_and_deleted() -> an
     })
     .await
     .map_err(|_| anyhow::anyhow!("no deletion seen in 60 s"))??;
-    assert_eq!(seen.first().map(String::as_str), Some("apply -"), "{seen:?}");
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("apply -"),
+        "{seen:?}"
+    );
     assert!(seen.contains(&"apply Ready".to_string()), "{seen:?}");
 
     // Still serving, the printer column included.

@@ -15,10 +15,9 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kubewasm::manager::{Manager, ManagerOptions};
 use kubewasm::ops::leader::{LeaderElectionOptions, Leadership, Role};
-use kubewasm::runtime::RuntimeOptions;
 use kubewasm::sandbox::{CacheOutcome, SandboxConfig};
 use kubewasm_tests::host::{PluginFiles, metric_value, write_plugin};
-use kubewasm_tests::plugins::{example_bytes, example_grant};
+use kubewasm_tests::plugins::{example_bytes, example_grant_in};
 use kubewasm_tests::proxy::CuttableProxy;
 use kubewasm_tests::{admin_client, admin_config, logs, sandbox_config, test_namespace, wait};
 
@@ -33,10 +32,7 @@ fn mirror_dir(namespace: &str) -> anyhow::Result<tempfile::TempDir> {
         &PluginFiles::new(
             "mirror",
             example_bytes("configmap-mirror"),
-            format!(
-                "namespaces: [{namespace}]\n{}",
-                example_grant("configmap-mirror")
-            ),
+            example_grant_in("configmap-mirror", namespace),
         ),
     )?;
     Ok(dir)
@@ -83,7 +79,7 @@ async fn electing_host_on(
     let options = ManagerOptions {
         plugins_dir: dir.to_path_buf(),
         sandbox,
-        runtime: RuntimeOptions::default(),
+        runtime: kubewasm_tests::runtime_options(),
         metrics_addr: None,
         probe_addr: None,
         reload: None,

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kubewasm_tests::host::{PluginFiles, TestHost};
-use kubewasm_tests::plugins::{example_bytes, example_grant};
+use kubewasm_tests::plugins::{example_bytes, example_grant_in};
 use kubewasm_tests::{admin_client, test_namespace, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,7 +47,7 @@ async fn mirror_host(plugin: &str, namespace: &str) -> anyhow::Result<TestHost> 
         "mirror",
         example_bytes(plugin),
         // The example's own grant, narrowed to the test's namespace.
-        format!("namespaces: [{namespace}]\n{}", example_grant(plugin)),
+        example_grant_in(plugin, namespace),
     )])
     .await
 }

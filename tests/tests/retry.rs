@@ -48,7 +48,7 @@ async fn a_plugin_whose_kind_is_not_served_yet_starts_once_its_crd_is_installed(
     }
     let namespace = test_namespace(&client, "late-kind").await?;
     let grant = format!(
-        "namespaces: [{namespace}]\npermissions:\n  - apiGroups: [kubewasm.test]\n    \
+        "apiVersion: kubewasm.dev/v1\nnamespaces: [{namespace}]\npermissions:\n  - apiGroups: [kubewasm.test]\n    \
          resources: [widgets]\n    verbs: [\"*\"]\n"
     );
     let host = TestHost::start(&[PluginFiles::new(

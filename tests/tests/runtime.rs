@@ -166,7 +166,7 @@ async fn plugins_without_a_valid_grant_are_not_started() -> anyhow::Result<()> {
     let invalid = PluginFiles::new(
         "invalid",
         test_guest_bytes("misbehave"),
-        "limits: {memoryMiB: 0}\n",
+        "apiVersion: kubewasm.dev/v1\nnamespaces: [a]\nlimits: {memoryMiB: 0}\n",
     );
     let host = TestHost::start(&[ungranted, invalid, misbehave("granted", &namespace)]).await?;
     assert_eq!(
@@ -182,7 +182,7 @@ async fn plugins_without_a_valid_grant_are_not_started() -> anyhow::Result<()> {
     );
     let invalid = plugins.load("invalid").await.unwrap_err().to_string();
     assert!(
-        invalid.contains("invalid.yaml:1:") && invalid.contains("memoryMiB"),
+        invalid.contains("invalid.yaml:3:") && invalid.contains("memoryMiB"),
         "{invalid}"
     );
     Ok(())
@@ -316,7 +316,7 @@ impl Recorder {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
         let runtime = Runtime::new(
             kubewasm_tests::admin_config().await?,
-            RuntimeOptions::default(),
+            kubewasm_tests::runtime_options(),
             Arc::new(Metrics::new()),
         )?;
         runtime
@@ -433,7 +433,7 @@ async fn a_plugin_is_woken_by_what_it_can_act_on_not_by_others_bookkeeping() -> 
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let runtime = Runtime::new(
         kubewasm_tests::admin_config().await?,
-        RuntimeOptions::default(),
+        kubewasm_tests::runtime_options(),
         Arc::new(Metrics::new()),
     )?;
     let recorder = Arc::new(Recorder::default());
@@ -504,7 +504,7 @@ async fn a_plugin_whose_watch_cannot_list_stops_at_once() -> anyhow::Result<()> 
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:nobody"));
     let options = RuntimeOptions {
         shutdown_grace: Duration::from_secs(3600),
-        ..RuntimeOptions::default()
+        ..kubewasm_tests::runtime_options()
     };
     let runtime = Runtime::new(config, options, Arc::new(Metrics::new()))?;
     let recorder = Arc::new(Recorder::default());
@@ -582,7 +582,7 @@ async fn objects_waiting_behind_a_plugins_concurrency_show_in_its_workqueue_dept
         // The held reconcile is cancelled soon after the stop.
         RuntimeOptions {
             shutdown_grace: Duration::from_millis(200),
-            ..RuntimeOptions::default()
+            ..kubewasm_tests::runtime_options()
         },
         metrics.clone(),
     )?;

@@ -79,7 +79,7 @@ impl Reconciler for Counting {
 fn runtime_with_grace(config: kube::Config, grace: Duration) -> anyhow::Result<Arc<Runtime>> {
     let options = RuntimeOptions {
         shutdown_grace: grace,
-        ..RuntimeOptions::default()
+        ..kubewasm_tests::runtime_options()
     };
     Ok(Runtime::new(config, options, Arc::new(Metrics::new()))?)
 }

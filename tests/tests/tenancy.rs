@@ -140,7 +140,7 @@ async fn calls_the_grant_wrongly_allows_are_refused_by_the_api_server() -> anyho
     )
     .await?;
     let grant = format!(
-        "namespaces: [{team_a}, {team_b}]\nserviceAccount: {team_a}/{}\npermissions:\n  - apiGroups: [\"\"]\n    resources: [configmaps, secrets]\n    verbs: [\"*\"]\n",
+        "apiVersion: kubewasm.dev/v1\nnamespaces: [{team_a}, {team_b}]\nserviceAccount: {team_a}/{}\npermissions:\n  - apiGroups: [\"\"]\n    resources: [configmaps, secrets]\n    verbs: [\"*\"]\n",
         account.name
     );
     let host = TestHost::start(&[PluginFiles::new(

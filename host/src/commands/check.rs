@@ -28,7 +28,8 @@ fn exit_code(error: &LoadError) -> u8 {
 struct Report<'a> {
     plugin: &'a str,
     file: String,
-    sha256: &'a str,
+    /// As a grant's `digest:` pins it.
+    digest: String,
     contract: String,
     #[serde(flatten)]
     description: &'a kubewasm::reconciler::Description,
@@ -51,7 +52,7 @@ pub async fn run(file: &Path, sandbox_config: SandboxConfig) -> anyhow::Result<E
             let report = Report {
                 plugin: &name,
                 file: file.display().to_string(),
-                sha256: plugin.digest(),
+                digest: format!("sha256:{}", plugin.digest()),
                 contract: format!("{PACKAGE}@{CONTRACT_VERSION}"),
                 description: kubewasm::reconciler::Reconciler::description(&plugin),
             };

@@ -14,8 +14,10 @@ use kubewasm::sandbox::SandboxConfig;
 
 /// A grant that allows everything, for local development only.
 const PERMISSIVE_GRANT: &str = "\
-# Written by `kubewasm dev` for local development: everything is allowed.
-# Never use a grant like this in a shared cluster.
+# Written by `kubewasm dev` for local development: everything is allowed, with the
+# host's own identity. Never use a grant like this in a shared cluster.
+apiVersion: kubewasm.dev/v1
+namespaces: [\"*\"]
 permissions:
   - apiGroups: [\"*\"]
     resources: [\"*\"]
@@ -74,7 +76,11 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
     let options = ManagerOptions {
         plugins_dir: args.plugins.clone(),
         sandbox,
-        runtime: RuntimeOptions::default(),
+        // A local cluster of one developer: grants without a ServiceAccount may run.
+        runtime: RuntimeOptions {
+            allow_host_identity: true,
+            ..RuntimeOptions::default()
+        },
         metrics_addr: Some(args.metrics_addr),
         probe_addr: Some(args.probe_addr),
         reload: Some(ReloadOptions::default()),
@@ -106,6 +112,8 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
          kubectl get configmap demo-mirror -o yaml\n  \
          kubectl delete configmap demo && kubectl get configmaps\n\n\
          Edit plugins/configmap-mirror/src/lib.rs and save: it is rebuilt and reloaded.\n\
+         Grants without a serviceAccount run here with the host's identity \
+         (--allow-host-identity); `kubewasm run` refuses them unless told so.\n\
          Metrics: http://{}/metrics   Readiness: http://{}/readyz\n\
          Stop with Ctrl-C.\n",
         plugins.len(),

@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// plugin stops or moves to new watches; those still running then are cancelled.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Let plugins whose grant names no serviceAccount run, their API calls made with
+    /// the host's own identity. Off by default: in a shared cluster every grant names
+    /// the ServiceAccount its plugin acts as.
+    #[arg(long, env = "KUBEWASM_ALLOW_HOST_IDENTITY")]
+    pub allow_host_identity: bool,
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -140,6 +145,7 @@ impl RunArgs {
                 page_size: self.page_size,
                 shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
                 instance: None,
+                allow_host_identity: self.allow_host_identity,
             },
             metrics_addr: Some(self.metrics_addr),
             probe_addr: Some(self.probe_addr),

@@ -44,6 +44,20 @@ pub enum PluginError {
         "the grant sets a fuel limit, but this host runs without fuel metering (start it with --fuel)"
     )]
     FuelUnavailable,
+    /// The grant pins another component.
+    #[error(
+        "the grant applies to the component with digest sha256:{pinned}, and {file} is \
+         sha256:{found}: update the grant's digest to this component's (`kubewasm check` \
+         prints it), or put back the component it names"
+    )]
+    DigestMismatch {
+        /// The component file.
+        file: PathBuf,
+        /// The digest the grant names.
+        pinned: String,
+        /// The component's digest.
+        found: String,
+    },
     /// The runtime could not run it.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -141,13 +155,7 @@ impl std::fmt::Debug for PluginDir {
 
 /// Whether `name` can name a plugin (it becomes a field manager and a metric label).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    crate::names::is_dns_label(name)
 }
 
 impl PluginDir {
@@ -415,6 +423,15 @@ impl PluginDir {
             source,
         };
         let bytes = files.wasm.map_err(|err| load_error(LoadError::Io(err)))?;
+        if let (Some(pinned), Some(found)) = (&grant.digest, &files.wasm_digest)
+            && pinned != found
+        {
+            return Err(PluginError::DigestMismatch {
+                file: wasm_path,
+                pinned: pinned.clone(),
+                found: found.clone(),
+            });
+        }
         if let Some(running) = running
             && running.grant == grant
             && files.wasm_digest.as_ref() == Some(&running.digest)

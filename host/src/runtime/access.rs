@@ -1,10 +1,91 @@
-//! The grant check every `kube` import call passes before anything is sent.
+//! What a plugin may reach: the grant check every `kube` import call passes before
+//! anything is sent, what a grant must allow for its plugin to watch a kind at all, and
+//! the ServiceAccount's own RBAC for what is read from the host's stores.
 
 use crate::grant::{Grant, Verb};
 use crate::ops::metrics::PluginSeries;
 use crate::reconciler::HostError;
 
+use super::access_review::{AccessReviews, Question};
 use super::kinds::ResolvedKind;
+
+/// What `grant` lacks for its plugin to watch `kind` (`list` and `watch`, and `patch` or
+/// `update` when `finalizer`, since the host adds and removes the plugin's finalizer on
+/// the objects), as phrases such as "list on secrets"; empty when nothing is missing.
+/// Scope (namespaces) is checked apart.
+pub fn missing_for_watch(grant: &Grant, kind: &ResolvedKind, finalizer: bool) -> Vec<String> {
+    let group = &kind.resource.group;
+    let plural = &kind.resource.plural;
+    let resource = display(group, plural);
+    let mut missing: Vec<String> = [Verb::List, Verb::Watch]
+        .into_iter()
+        .filter(|verb| !grant.allows(group, plural, *verb, None))
+        .map(|verb| format!("{} on {resource}", verb.as_str()))
+        .collect();
+    if finalizer
+        && !grant.allows(group, plural, Verb::Patch, None)
+        && !grant.allows(group, plural, Verb::Update, None)
+    {
+        missing.push(format!(
+            "patch (or update) on {resource}, for its finalizer"
+        ));
+    }
+    missing
+}
+
+/// Checks that the plugin's ServiceAccount may itself `verb` `kind` objects in
+/// `namespace` (the object `name`, when one is read), for a read the host serves from a
+/// store it filled with its own identity. A grant without a ServiceAccount runs as the
+/// host, which may read its stores: nothing to ask then.
+pub async fn review_store_read(
+    reviews: &AccessReviews,
+    grant: &Grant,
+    request: Request<'_>,
+) -> Result<(), HostError> {
+    let Some(account) = &grant.service_account else {
+        return Ok(());
+    };
+    let mut question = Question {
+        user: account.username(),
+        verb: request.verb.as_str(),
+        group: request.kind.resource.group.clone(),
+        resource: request.kind.resource.plural.clone(),
+        namespace: request.namespace.map(str::to_string),
+        name: None,
+    };
+    let unavailable = |err: kube::Error| {
+        HostError::Unavailable(format!("reviewing the ServiceAccount's access: {err}"))
+    };
+    if reviews
+        .allowed(question.clone())
+        .await
+        .map_err(unavailable)?
+    {
+        return Ok(());
+    }
+    // RBAC may allow this object by name only (resourceNames).
+    if let Some(name) = request.name {
+        question.name = Some(name.to_string());
+        if reviews.allowed(question).await.map_err(unavailable)? {
+            return Ok(());
+        }
+    }
+    Err(HostError::Forbidden(format!(
+        "ServiceAccount {}/{} may not {} {}{}{} (its RBAC, asked by SubjectAccessReview)",
+        account.namespace,
+        account.name,
+        request.verb.as_str(),
+        display(&request.kind.resource.group, &request.kind.resource.plural),
+        request
+            .name
+            .map(|name| format!(" {name}"))
+            .unwrap_or_default(),
+        request
+            .namespace
+            .map(|namespace| format!(" in {namespace}"))
+            .unwrap_or_default(),
+    )))
+}
 
 /// One call to be checked.
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +215,7 @@ mod tests {
     #[test]
     fn only_granted_namespaces_resources_and_verbs_pass_and_denials_are_counted() {
         let grant = Grant::parse(
-            "namespaces: [team-a]\npermissions:\n  - apiGroups: [\"\"]\n    resources: [configmaps]\n    verbs: [get, create]\n",
+            "apiVersion: kubewasm.dev/v1\nnamespaces: [team-a]\npermissions:\n  - apiGroups: [\"\"]\n    resources: [configmaps]\n    verbs: [get, create]\n",
             "g.yaml",
         )
         .unwrap();

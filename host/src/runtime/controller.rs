@@ -19,15 +19,17 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use super::access::{self, Request};
 use super::backlog::Backlog;
 use super::backoff;
 use super::host_calls::KubeHostCalls;
 use super::plugin::{PluginShared, PluginVersion};
 use super::wakes::{wake_hash, wakes};
 use super::watches::{SharedWatch, matches};
+use crate::grant::Verb;
 use crate::ops::metrics::ReconcileResult;
 use crate::rate::LineAdmitted;
-use crate::reconciler::{Action, ReconcileError};
+use crate::reconciler::{Action, HostError, ReconcileError};
 use crate::thread_cpu::{Charging, Metered};
 
 /// Why one reconcile failed.
@@ -39,13 +41,16 @@ pub enum ReconcileFailure {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The plugin's ServiceAccount may not see the object: it is not handed over.
+    #[error("{0}")]
+    NotAllowed(#[source] HostError),
 }
 
 impl ReconcileFailure {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Self::Plugin(err) => err.retry_after(),
-            Self::Finalizer(_) => None,
+            Self::Finalizer(_) | Self::NotAllowed(_) => None,
         }
     }
 
@@ -368,7 +373,9 @@ async fn reconcile_object(
         stopping: &context.stopping,
         requeue_requested: &requeue_requested,
     };
-    let result = if version.grant.drain {
+    let result = if let Err(err) = review_delivery(&plugin, &version, &object).await {
+        Err(err)
+    } else if version.grant.drain {
         drain(&calls, &object, finalizer_name.as_deref()).await
     } else {
         match &finalizer_name {
@@ -416,6 +423,28 @@ async fn reconcile_object(
         }
     }
     result
+}
+
+/// The object came through a watch made with the host's identity: it goes to the guest
+/// only if the plugin's ServiceAccount could list and watch it itself.
+async fn review_delivery(
+    plugin: &PluginShared,
+    version: &PluginVersion,
+    object: &DynamicObject,
+) -> Result<(), ReconcileFailure> {
+    for verb in [Verb::List, Verb::Watch] {
+        let request = Request {
+            kind: &version.kind,
+            verb,
+            namespace: object.metadata.namespace.as_deref(),
+            name: None,
+            subresource: None,
+        };
+        access::review_store_read(&plugin.reviews, &version.grant, request)
+            .await
+            .map_err(ReconcileFailure::NotAllowed)?;
+    }
+    Ok(())
 }
 
 fn api_for(version: &PluginVersion, object: &DynamicObject) -> Api<DynamicObject> {

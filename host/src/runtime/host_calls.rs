@@ -75,6 +75,12 @@ impl KubeHostCalls {
         )
     }
 
+    /// Checks that the plugin's ServiceAccount may itself make `request`, which the host
+    /// answers from a store filled with its own identity.
+    async fn review_store_read(&self, request: Request<'_>) -> Result<(), HostError> {
+        access::review_store_read(&self.plugin.reviews, &self.version.grant, request).await
+    }
+
     fn api(&self, kind: &ResolvedKind, namespace: Option<&str>) -> Api<DynamicObject> {
         match namespace {
             Some(namespace) => {
@@ -119,6 +125,14 @@ impl KubeHostCalls {
                 Some((_, parsed)) if !same_selector => watches::matches(parsed, object),
                 _ => true,
             };
+            self.review_store_read(Request {
+                kind,
+                verb: Verb::List,
+                namespace,
+                name: None,
+                subresource: None,
+            })
+            .await?;
             return Ok(watch
                 .store()
                 .state_filter(|object| in_scope(object) && matches(object)));
@@ -168,23 +182,29 @@ impl HostCalls for KubeHostCalls {
     async fn get(&self, target: ObjectRef) -> Result<String, HostError> {
         let kind = self.resolve(&target.api_version, &target.kind).await?;
         let namespace = self.namespace(&kind, target.namespace.as_deref());
-        self.check(Request {
+        let request = Request {
             kind: &kind,
             verb: Verb::Get,
             namespace,
             name: Some(&target.name),
             subresource: None,
-        })?;
+        };
+        self.check(request)?;
         for watch in self.plugin.watches.covering(&kind.resource, namespace) {
-            if let Some(object) = watch.get(namespace, &target.name) {
-                return Ok(to_json(&object));
+            let found = watch.get(namespace, &target.name);
+            if found.is_none() && watch.key().label_selector.is_some() {
+                continue;
             }
-            if watch.key().label_selector.is_none() {
-                return Err(HostError::NotFound(format!(
+            // Found or not, the store answers; not-found too says what the host's
+            // identity can see, so the account's own right is asked first.
+            self.review_store_read(request).await?;
+            return match found {
+                Some(object) => Ok(to_json(&object)),
+                None => Err(HostError::NotFound(format!(
                     "{} {} not found",
                     kind.resource.kind, target.name
-                )));
-            }
+                ))),
+            };
         }
         let object = self
             .api(&kind, namespace)
@@ -206,17 +226,20 @@ impl HostCalls for KubeHostCalls {
             .map(|text| crate::selector::parse(&text).map(|parsed| (text, parsed)))
             .transpose()
             .map_err(|err| HostError::Invalid(err.to_string()))?;
-        let scopes: Vec<Option<String>> =
-            match (kind.namespaced, namespace, &self.version.grant.namespaces) {
-                (false, _, _) => vec![None],
-                (true, Some(namespace), _) => vec![Some(namespace)],
-                (true, None, None) => vec![None],
-                // "Every namespace the plugin may see": each granted one.
-                (true, None, Some(granted)) => granted
-                    .iter()
-                    .map(|ns| Some(ns.as_str().to_string()))
-                    .collect(),
-            };
+        let scopes: Vec<Option<String>> = match (
+            kind.namespaced,
+            namespace,
+            self.version.grant.namespace_list(),
+        ) {
+            (false, _, _) => vec![None],
+            (true, Some(namespace), _) => vec![Some(namespace)],
+            (true, None, None) => vec![None],
+            // "Every namespace the plugin may see": each granted one.
+            (true, None, Some(granted)) => granted
+                .iter()
+                .map(|ns| Some(ns.as_str().to_string()))
+                .collect(),
+        };
         let mut items = Vec::new();
         for scope in &scopes {
             self.check(Request {

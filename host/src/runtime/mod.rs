@@ -5,6 +5,7 @@
 //! The runtime drives [`Reconciler`]s and knows nothing of wasmtime.
 
 mod access;
+pub mod access_review;
 mod backlog;
 pub mod backoff;
 mod controller;
@@ -29,6 +30,7 @@ use crate::grant::Grant;
 use crate::ops::metrics::Metrics;
 use crate::rate::LineLimit;
 use crate::reconciler::Reconciler;
+use access_review::AccessReviews;
 use controller::ScopeController;
 use events::PluginEvents;
 pub use host_calls::host_error;
@@ -48,6 +50,9 @@ pub struct RuntimeOptions {
     pub shutdown_grace: Duration,
     /// Reported as the Events' reporting instance (default: the host name).
     pub instance: Option<String>,
+    /// Whether a grant without a ServiceAccount may run, its plugin's API calls then
+    /// made with the host's own identity (default: no; `kubewasm dev` allows it).
+    pub allow_host_identity: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -56,6 +61,7 @@ impl Default for RuntimeOptions {
             page_size: 500,
             shutdown_grace: Duration::from_secs(30),
             instance: None,
+            allow_host_identity: false,
         }
     }
 }
@@ -69,6 +75,10 @@ pub enum RuntimeError {
     /// The grant and the watched kind do not fit together.
     #[error("{0}")]
     Scope(String),
+    /// The grant does not allow what the plugin describes (its watch, its finalizer,
+    /// or running without a ServiceAccount).
+    #[error("{0}")]
+    NotGranted(String),
     /// A client for the plugin's identity could not be built.
     #[error("building the plugin's client: {0}")]
     Client(#[source] kube::Error),
@@ -92,6 +102,7 @@ pub struct Runtime {
     client: kube::Client,
     kinds: Arc<Kinds>,
     watches: Arc<Watches>,
+    reviews: Arc<AccessReviews>,
     metrics: Arc<Metrics>,
     recorder_reporter: Reporter,
     options: RuntimeOptions,
@@ -119,6 +130,7 @@ impl Runtime {
         let client = kube::Client::try_from(config.clone())?;
         Ok(Arc::new(Self {
             kinds: Arc::new(Kinds::new(client.clone())),
+            reviews: Arc::new(AccessReviews::new(client.clone())),
             watches: Arc::new(Watches::new(
                 client.clone(),
                 options.page_size,
@@ -167,7 +179,8 @@ impl Runtime {
         grant: Grant,
         generation: u64,
     ) -> Result<(PluginVersion, Vec<WatchKey>), RuntimeError> {
-        let watch = reconciler.description().watch.clone();
+        let description = reconciler.description().clone();
+        let watch = &description.watch;
         let kind = self.kinds.resolve(&watch.api_version, &watch.kind).await?;
         if !kind.namespaced && grant.is_namespaced() {
             return Err(RuntimeError::Scope(format!(
@@ -175,7 +188,9 @@ impl Runtime {
                 kind.resource.kind
             )));
         }
-        let scopes: Vec<Option<String>> = match (&grant.namespaces, kind.namespaced) {
+        self.check_granted(name, &description, &grant, &kind)
+            .await?;
+        let scopes: Vec<Option<String>> = match (grant.namespace_list(), kind.namespaced) {
             (Some(namespaces), true) => namespaces
                 .iter()
                 .map(|ns| Some(ns.as_str().to_string()))
@@ -192,9 +207,11 @@ impl Runtime {
             .collect();
         let client = match &grant.service_account {
             Some(account) => {
+                // The user alone: the API server gives an impersonated ServiceAccount its
+                // own groups, so the host needs no right to impersonate groups.
                 let mut config = self.config.clone();
                 config.auth_info.impersonate = Some(account.username());
-                config.auth_info.impersonate_groups = Some(account.groups());
+                config.auth_info.impersonate_groups = None;
                 kube::Client::try_from(config).map_err(RuntimeError::Client)?
             }
             None => self.client.clone(),
@@ -211,6 +228,55 @@ impl Runtime {
         ))
     }
 
+    /// Checks that `grant` allows what `description` asks for: running without a
+    /// ServiceAccount only where the host allows it, its finalizer, and `list` and
+    /// `watch` (and for a finalizer `patch` or `update`) on the kind it watches and the
+    /// kinds it owns.
+    async fn check_granted(
+        &self,
+        name: &str,
+        description: &crate::reconciler::Description,
+        grant: &Grant,
+        kind: &ResolvedKind,
+    ) -> Result<(), RuntimeError> {
+        if grant.service_account.is_none() && !self.options.allow_host_identity {
+            return Err(RuntimeError::NotGranted(format!(
+                "plugin {name}'s grant names no serviceAccount: add `serviceAccount: \
+                 NAMESPACE/NAME` for its API calls to impersonate, or start the host with \
+                 --allow-host-identity to let them use the host's own identity"
+            )));
+        }
+        if let Some(finalizer) = &description.finalizer
+            && !grant.allows_finalizer(finalizer)
+        {
+            return Err(RuntimeError::NotGranted(format!(
+                "plugin {name} declares finalizer {finalizer}, which its grant does not list: \
+                 add it to the grant's `finalizers` if the plugin is to own it"
+            )));
+        }
+        let mut missing = access::missing_for_watch(grant, kind, description.finalizer.is_some());
+        for owned in &description.owns {
+            let owned = self.kinds.resolve(&owned.api_version, &owned.kind).await?;
+            missing.extend(access::missing_for_watch(grant, &owned, false));
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.dedup();
+        Err(RuntimeError::NotGranted(format!(
+            "plugin {name} watches {}{}, and its grant does not allow {}: add {} to its \
+             permissions",
+            watch_display(&description.watch),
+            if description.owns.is_empty() {
+                ""
+            } else {
+                " and owns other kinds"
+            },
+            missing.join(", "),
+            if missing.len() == 1 { "it" } else { "them" },
+        )))
+    }
+
     /// Starts plugin `name`: one controller per watch scope of its grant.
     pub async fn start_plugin(
         &self,
@@ -223,6 +289,7 @@ impl Runtime {
             return Err(RuntimeError::AlreadyRunning(name.to_string()));
         }
         let (version, watch_keys) = self.version(name, reconciler, grant, 1).await?;
+        check_finalizer_free(name, &version, &plugins)?;
         if version.grant.service_account.is_none() {
             tracing::warn!(
                 plugin = name,
@@ -237,6 +304,7 @@ impl Runtime {
             field_manager: format!("kubewasm/{name}"),
             kinds: self.kinds.clone(),
             watches: self.watches.clone(),
+            reviews: self.reviews.clone(),
             events: PluginEvents::new(
                 name,
                 Recorder::new(self.client.clone(), self.recorder_reporter.clone()),
@@ -296,11 +364,17 @@ impl Runtime {
         grant: Grant,
     ) -> Result<(), RuntimeError> {
         let mut plugins = self.plugins.lock().await;
-        let running = plugins
-            .get_mut(name)
-            .ok_or_else(|| RuntimeError::NotRunning(name.to_string()))?;
-        let generation = running.shared.version.load().generation + 1;
+        let generation = plugins
+            .get(name)
+            .ok_or_else(|| RuntimeError::NotRunning(name.to_string()))?
+            .shared
+            .version
+            .load()
+            .generation
+            + 1;
         let (version, watch_keys) = self.version(name, reconciler, grant, generation).await?;
+        check_finalizer_free(name, &version, &plugins)?;
+        let running = plugins.get_mut(name).expect("looked up above");
         let concurrency = version.grant.limits.concurrency;
         let concurrency_changed =
             concurrency != running.shared.version.load().grant.limits.concurrency;
@@ -443,4 +517,40 @@ async fn stop_controllers(controllers: Vec<ScopeController>, grace: Duration) {
             .map(|controller| controller.stop(grace)),
     )
     .await;
+}
+
+/// `apiVersion` `kind`, as a plugin names what it watches.
+fn watch_display(watch: &crate::reconciler::WatchSpec) -> String {
+    format!("{} {}", watch.api_version, watch.kind)
+}
+
+/// Checks that no other running plugin declares `version`'s finalizer: two plugins
+/// sharing one would each run their cleanup and remove it for the other.
+fn check_finalizer_free(
+    name: &str,
+    version: &PluginVersion,
+    plugins: &HashMap<String, RunningPlugin>,
+) -> Result<(), RuntimeError> {
+    let Some(finalizer) = &version.reconciler.description().finalizer else {
+        return Ok(());
+    };
+    let holder = plugins.iter().find(|(other, running)| {
+        other.as_str() != name
+            && running
+                .shared
+                .version
+                .load()
+                .reconciler
+                .description()
+                .finalizer
+                .as_ref()
+                == Some(finalizer)
+    });
+    match holder {
+        Some((other, _)) => Err(RuntimeError::NotGranted(format!(
+            "plugin {name} declares finalizer {finalizer}, which running plugin {other} \
+             declares already: two plugins never share a finalizer"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
+use super::access_review::AccessReviews;
 use super::backoff::Backoff;
 use super::events::PluginEvents;
 use super::kinds::{Kinds, ResolvedKind};
@@ -57,6 +58,8 @@ pub struct PluginShared {
     pub kinds: Arc<Kinds>,
     /// The shared watches (for reads from the stores).
     pub watches: Arc<Watches>,
+    /// The ServiceAccounts' own access to what the stores hold.
+    pub reviews: Arc<AccessReviews>,
     /// Events, recorded with the host's identity.
     pub events: PluginEvents,
     /// Its series (denied calls and dropped Events are counted here).

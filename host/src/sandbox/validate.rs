@@ -22,7 +22,7 @@ pub fn description(description: wit::Description) -> Result<Description, LoadErr
         crate::selector::parse(selector).map_err(|err| invalid(err.to_string()))?;
     }
     if let Some(finalizer) = &description.finalizer {
-        check_finalizer(finalizer).map_err(invalid)?;
+        crate::names::check_finalizer(finalizer).map_err(invalid)?;
     }
     let mut owns = Vec::new();
     for owned in description.owns {
@@ -71,34 +71,6 @@ fn check_kind(kind: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("kind {kind:?} is not an UpperCamelCase name"))
-    }
-}
-
-fn check_finalizer(finalizer: &str) -> Result<(), String> {
-    let Some((domain, name)) = finalizer.split_once('/') else {
-        return Err(format!(
-            "finalizer {finalizer:?} must be domain-qualified, like `example.com/cleanup`"
-        ));
-    };
-    let domain_ok = domain.contains('.')
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        });
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if domain_ok && name_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "finalizer {finalizer:?} is not a qualified name like `example.com/cleanup`"
-        ))
     }
 }
 
@@ -205,8 +177,5 @@ mod tests {
         assert!(check_api_version("a/b/c").is_err());
         assert!(check_kind("ConfigMap").is_ok());
         assert!(check_kind("configMap").is_err());
-        assert!(check_finalizer("kubewasm.dev/mirror").is_ok());
-        assert!(check_finalizer("mirror").is_err());
-        assert!(check_finalizer("Kubewasm.dev/mirror").is_err());
     }
 }

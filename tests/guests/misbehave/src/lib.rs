@@ -133,6 +133,8 @@ fn behave(subject: &Subject) -> Result<Action> {
         }
         "fail-times" => fail_times(subject),
         "trespass" => trespass(subject),
+        "copy" => copy(subject),
+        "read-report" => read_report(subject),
         other => Err(Error::msg(format!("unknown behaviour {other:?}"))),
     }
 }
@@ -169,10 +171,49 @@ fn trespass(subject: &Subject) -> Result<Action> {
     Ok(Action::AwaitChange)
 }
 
+/// Copies the object's data into ConfigMap `<name>-copy` beside it: what a plugin that
+/// watches a kind it was not granted would do with it.
+fn copy(subject: &Subject) -> Result<Action> {
+    kube::apply(&ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}-copy",
+                subject.metadata.name.as_deref().unwrap_or("")
+            )),
+            namespace: subject.metadata.namespace.clone(),
+            ..Default::default()
+        },
+        data: Some(subject.data.clone()),
+        ..Default::default()
+    })?;
+    Ok(Action::AwaitChange)
+}
+
+/// Gets ConfigMap `data.name` in its own namespace, records how that ended in
+/// ConfigMap `<name>-report` (key `get`), and asks to be called again in a second.
+fn read_report(subject: &Subject) -> Result<Action> {
+    let namespace = subject.metadata.namespace.as_deref();
+    let read = kube::get::<ConfigMap>(namespace, subject.get("name").unwrap_or("missing"));
+    kube::apply(&ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}-report",
+                subject.metadata.name.as_deref().unwrap_or("")
+            )),
+            namespace: namespace.map(str::to_string),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("get".to_string(), outcome(&read))])),
+        ..Default::default()
+    })?;
+    Ok(Action::RequeueAfter(Duration::from_secs(1)))
+}
+
 fn outcome<T>(result: &kube::Result<T>) -> String {
     match result {
         Ok(_) => "ok".to_string(),
         Err(kube::Error::Forbidden(message)) => format!("forbidden: {message}"),
+        Err(kube::Error::NotFound(message)) => format!("not-found: {message}"),
         Err(err) => format!("other: {err:?}"),
     }
 }
