@@ -32,6 +32,24 @@ impl TokenBucket {
         }
     }
 
+    /// Takes one unit, now or, when the bucket is empty, as soon as one is earned, if
+    /// that is within `max_wait`: returns how long the caller must wait before it acts
+    /// (zero when a unit was there), or `None` (nothing taken) when it would have to
+    /// wait longer. Units taken ahead are owed: callers after it wait their turn.
+    pub fn reserve(&self, max_wait: std::time::Duration) -> Option<std::time::Duration> {
+        let mut state = self.state.lock().expect("token bucket poisoned");
+        let now = Instant::now();
+        let earned = now.duration_since(state.refilled).as_secs_f64() * self.rate;
+        state.tokens = (state.tokens + earned).min(self.burst);
+        state.refilled = now;
+        let wait = std::time::Duration::from_secs_f64(((1.0 - state.tokens) / self.rate).max(0.0));
+        if wait > max_wait {
+            return None;
+        }
+        state.tokens -= 1.0;
+        Some(wait)
+    }
+
     /// Takes `cost` units if that many are available.
     pub fn admit(&self, cost: u64) -> bool {
         let mut state = self.state.lock().expect("token bucket poisoned");
@@ -111,6 +129,21 @@ mod tests {
         assert!(bucket.admit(4));
         assert!(bucket.admit(6));
         assert!(!bucket.admit(1));
+    }
+
+    #[test]
+    fn a_reservation_waits_its_turn_within_its_limit_or_takes_nothing() {
+        use std::time::Duration;
+        let bucket = TokenBucket::new(1, 2);
+        assert_eq!(bucket.reserve(Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(bucket.reserve(Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(bucket.reserve(Duration::from_millis(500)), None);
+        let first = bucket.reserve(Duration::from_secs(2)).unwrap();
+        assert!(first > Duration::from_millis(900), "{first:?}");
+        // The unit owed above: the next caller waits about a second longer.
+        assert_eq!(bucket.reserve(Duration::from_millis(1500)), None);
+        let second = bucket.reserve(Duration::from_secs(3)).unwrap();
+        assert!(second > Duration::from_millis(1900), "{second:?}");
     }
 
     #[test]

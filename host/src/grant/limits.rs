@@ -14,6 +14,10 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_CONCURRENCY: u16 = 256;
 /// Default concurrent reconciles.
 pub const DEFAULT_CONCURRENCY: u16 = 4;
+/// Default sustained rate of a plugin's requests to the API server, a second.
+pub const DEFAULT_API_REQUESTS_PER_SECOND: u32 = 20;
+/// Default burst of a plugin's requests to the API server.
+pub const DEFAULT_API_REQUEST_BURST: u32 = 50;
 
 /// Limits from a grant, with defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -36,6 +40,17 @@ pub struct GrantLimits {
     /// (default 100, at most 16000).
     #[serde(default = "default_cpu", deserialize_with = "cpu_millicores")]
     pub cpu_millicores: u32,
+    /// Requests the plugin's kube calls may send to the API server a second, sustained
+    /// (default 20, at most 1000); a call over it waits for its turn within half its
+    /// deadline, or else returns `unavailable`.
+    #[serde(
+        default = "default_api_rate",
+        deserialize_with = "api_requests_per_second"
+    )]
+    pub api_requests_per_second: u32,
+    /// Requests it may send at once above that rate (default 50, at most 10000).
+    #[serde(default = "default_api_burst", deserialize_with = "api_request_burst")]
+    pub api_request_burst: u32,
 }
 
 impl Default for GrantLimits {
@@ -46,6 +61,8 @@ impl Default for GrantLimits {
             concurrency: default_concurrency(),
             fuel: None,
             cpu_millicores: default_cpu(),
+            api_requests_per_second: default_api_rate(),
+            api_request_burst: default_api_burst(),
         }
     }
 }
@@ -73,6 +90,12 @@ fn default_concurrency() -> u16 {
 }
 fn default_cpu() -> u32 {
     crate::sandbox::DEFAULT_CPU_MILLICORES
+}
+fn default_api_rate() -> u32 {
+    DEFAULT_API_REQUESTS_PER_SECOND
+}
+fn default_api_burst() -> u32 {
+    DEFAULT_API_REQUEST_BURST
 }
 
 fn in_range<'de, D, T>(
@@ -107,6 +130,12 @@ fn concurrency<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> 
 }
 fn cpu_millicores<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, "cpuMillicores", 10..=16_000)
+}
+fn api_requests_per_second<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, "apiRequestsPerSecond", 1..=1_000)
+}
+fn api_request_burst<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, "apiRequestBurst", 1..=10_000)
 }
 fn fuel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     in_range(d, "fuel", 1..=u64::MAX).map(Some)

@@ -3,6 +3,7 @@
 //! checked against the grant first.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -14,7 +15,17 @@ use super::kinds::{KindError, ResolvedKind};
 use super::plugin::{PluginShared, PluginVersion};
 use super::watches;
 use crate::grant::Verb;
+use crate::names;
+use crate::ops::metrics::Throttled;
 use crate::reconciler::{EventType, HostCalls, HostError, ObjectRef};
+
+/// Objects per page of a `kube.list` the API server answers.
+const LIST_PAGE: u32 = 500;
+/// Most objects one `kube.list` returns; a longer list is an error, never cut short (a
+/// reconciler would take what seems missing for gone).
+pub const MAX_LIST_OBJECTS: usize = 5_000;
+/// Most bytes of JSON one `kube.list` returns.
+pub const MAX_LIST_BYTES: usize = 32 << 20;
 
 /// Longest Event reason and note the API server accepts.
 const MAX_REASON: usize = 128;
@@ -52,7 +63,7 @@ impl KubeHostCalls {
             .await
             .map_err(|err| match err {
                 KindError::Unknown { .. } => HostError::NotFound(err.to_string()),
-                KindError::InvalidApiVersion(_) => HostError::Invalid(err.to_string()),
+                KindError::Invalid(_) => HostError::Invalid(err.to_string()),
                 KindError::Discovery { .. } => HostError::Unavailable(err.to_string()),
             })
     }
@@ -75,6 +86,36 @@ impl KubeHostCalls {
         )
     }
 
+    /// Waits for the plugin's request rate to allow one more request to the API server,
+    /// and counts it; a call that would wait more than half its deadline is refused as
+    /// `unavailable` at once.
+    async fn admit_request(&self) -> Result<(), HostError> {
+        let limits = &self.version.grant.limits;
+        let series = &self.plugin.plugin_series;
+        match self
+            .version
+            .requests
+            .reserve(Duration::from_millis(limits.timeout_ms / 2))
+        {
+            Some(wait) => {
+                if !wait.is_zero() {
+                    series.count_throttled(Throttled::Delayed);
+                    tokio::time::sleep(wait).await;
+                }
+                series.count_api_request();
+                Ok(())
+            }
+            None => {
+                series.count_throttled(Throttled::Refused);
+                Err(HostError::Unavailable(format!(
+                    "plugin {} is over its rate of {} API requests a second (bursts of {}): \
+                     try again later",
+                    self.plugin.name, limits.api_requests_per_second, limits.api_request_burst
+                )))
+            }
+        }
+    }
+
     /// Checks that the plugin's ServiceAccount may itself make `request`, which the host
     /// answers from a store filled with its own identity.
     async fn review_store_read(&self, request: Request<'_>) -> Result<(), HostError> {
@@ -93,14 +134,20 @@ impl KubeHostCalls {
     fn parse_object(json: &str) -> Result<DynamicObject, HostError> {
         let object: DynamicObject = serde_json::from_str(json)
             .map_err(|err| HostError::Invalid(format!("the object is not valid JSON: {err}")))?;
-        if object.types.is_none() {
+        let Some(types) = &object.types else {
             return Err(HostError::Invalid(
                 "the object has no apiVersion and kind".into(),
             ));
-        }
-        if object.metadata.name.is_none() {
+        };
+        let Some(name) = &object.metadata.name else {
             return Err(HostError::Invalid("the object has no metadata.name".into()));
-        }
+        };
+        check_names(
+            &types.api_version,
+            &types.kind,
+            object.metadata.namespace.as_deref(),
+            Some(name),
+        )?;
         Ok(object)
     }
 
@@ -137,17 +184,57 @@ impl KubeHostCalls {
                 .store()
                 .state_filter(|object| in_scope(object) && matches(object)));
         }
-        let mut params = ListParams::default();
+        let mut params = ListParams::default().limit(LIST_PAGE);
         if let Some((text, _)) = selector {
             params = params.labels(text);
         }
-        let list = self
-            .api(kind, namespace)
-            .list(&params)
-            .await
-            .map_err(host_error)?;
-        Ok(list.items.into_iter().map(Arc::new).collect())
+        let api = self.api(kind, namespace);
+        let mut items = Vec::new();
+        loop {
+            self.admit_request().await?;
+            let page = api.list(&params).await.map_err(host_error)?;
+            items.extend(page.items.into_iter().map(Arc::new));
+            check_list_length(items.len())?;
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => return Ok(items),
+            }
+        }
     }
+}
+
+/// Checks what a guest names before anything else is done with it: each becomes part of
+/// a request path, or of a discovery request.
+fn check_names(
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Result<(), HostError> {
+    names::check_api_version(api_version)
+        .and_then(|()| names::check_kind(kind))
+        .and_then(|()| namespace.map_or(Ok(()), names::check_namespace))
+        .and_then(|()| name.map_or(Ok(()), names::check_object_name))
+        .map_err(HostError::Invalid)
+}
+
+fn check_ref(target: &ObjectRef) -> Result<(), HostError> {
+    check_names(
+        &target.api_version,
+        &target.kind,
+        target.namespace.as_deref(),
+        Some(&target.name),
+    )
+}
+
+fn check_list_length(objects: usize) -> Result<(), HostError> {
+    if objects > MAX_LIST_OBJECTS {
+        return Err(HostError::Unavailable(format!(
+            "the list has more than {MAX_LIST_OBJECTS} objects: narrow it with a namespace or \
+             a label selector"
+        )));
+    }
+    Ok(())
 }
 
 fn to_json(object: &DynamicObject) -> String {
@@ -180,6 +267,7 @@ pub fn host_error(err: kube::Error) -> HostError {
 #[async_trait::async_trait]
 impl HostCalls for KubeHostCalls {
     async fn get(&self, target: ObjectRef) -> Result<String, HostError> {
+        check_ref(&target)?;
         let kind = self.resolve(&target.api_version, &target.kind).await?;
         let namespace = self.namespace(&kind, target.namespace.as_deref());
         let request = Request {
@@ -206,6 +294,7 @@ impl HostCalls for KubeHostCalls {
                 ))),
             };
         }
+        self.admit_request().await?;
         let object = self
             .api(&kind, namespace)
             .get(&target.name)
@@ -221,6 +310,7 @@ impl HostCalls for KubeHostCalls {
         namespace: Option<String>,
         label_selector: Option<String>,
     ) -> Result<String, HostError> {
+        check_names(&api_version, &kind, namespace.as_deref(), None)?;
         let kind = self.resolve(&api_version, &kind).await?;
         let selector = label_selector
             .map(|text| crate::selector::parse(&text).map(|parsed| (text, parsed)))
@@ -240,7 +330,7 @@ impl HostCalls for KubeHostCalls {
                 .map(|ns| Some(ns.as_str().to_string()))
                 .collect(),
         };
-        let mut items = Vec::new();
+        let mut items: Vec<Arc<DynamicObject>> = Vec::new();
         for scope in &scopes {
             self.check(Request {
                 kind: &kind,
@@ -253,12 +343,25 @@ impl HostCalls for KubeHostCalls {
                 self.list_scope(&kind, scope.as_deref(), selector.as_ref())
                     .await?,
             );
+            check_list_length(items.len())?;
         }
-        let items: Vec<serde_json::Value> = items
-            .iter()
-            .map(|object| serde_json::from_str(&to_json(object)).expect("serialized objects parse"))
-            .collect();
-        Ok(serde_json::Value::Array(items).to_string())
+        // Each object serialized once, straight into the array.
+        let mut json = String::from("[");
+        for (index, object) in items.iter().enumerate() {
+            if index > 0 {
+                json.push(',');
+            }
+            json.push_str(&to_json(object));
+            if json.len() > MAX_LIST_BYTES {
+                return Err(HostError::Unavailable(format!(
+                    "the list is larger than {} MiB: narrow it with a namespace or a label \
+                     selector",
+                    MAX_LIST_BYTES >> 20
+                )));
+            }
+        }
+        json.push(']');
+        Ok(json)
     }
 
     async fn apply(&self, object: String) -> Result<String, HostError> {
@@ -278,6 +381,7 @@ impl HostCalls for KubeHostCalls {
             name: Some(&name),
             subresource: None,
         })?;
+        self.admit_request().await?;
         let params = PatchParams::apply(&self.plugin.field_manager).force();
         let stored = self
             .api(&kind, namespace)
@@ -288,6 +392,7 @@ impl HostCalls for KubeHostCalls {
     }
 
     async fn patch_status(&self, target: ObjectRef, status: String) -> Result<String, HostError> {
+        check_ref(&target)?;
         let kind = self.resolve(&target.api_version, &target.kind).await?;
         let namespace = self.namespace(&kind, target.namespace.as_deref());
         self.check(Request {
@@ -299,6 +404,7 @@ impl HostCalls for KubeHostCalls {
         })?;
         let status: serde_json::Value = serde_json::from_str(&status)
             .map_err(|err| HostError::Invalid(format!("status is not valid JSON: {err}")))?;
+        self.admit_request().await?;
         let params = PatchParams {
             field_manager: Some(self.plugin.field_manager.clone()),
             ..PatchParams::default()
@@ -335,6 +441,7 @@ impl HostCalls for KubeHostCalls {
             subresource: None,
         })?;
         object.metadata.namespace = namespace.clone();
+        self.admit_request().await?;
         let params = PostParams {
             field_manager: Some(self.plugin.field_manager.clone()),
             ..PostParams::default()
@@ -348,6 +455,7 @@ impl HostCalls for KubeHostCalls {
     }
 
     async fn delete(&self, target: ObjectRef) -> Result<(), HostError> {
+        check_ref(&target)?;
         let kind = self.resolve(&target.api_version, &target.kind).await?;
         let namespace = self.namespace(&kind, target.namespace.as_deref());
         self.check(Request {
@@ -357,6 +465,7 @@ impl HostCalls for KubeHostCalls {
             name: Some(&target.name),
             subresource: None,
         })?;
+        self.admit_request().await?;
         self.api(&kind, namespace)
             .delete(&target.name, &DeleteParams::default())
             .await

@@ -1,11 +1,26 @@
 //! Resolving `apiVersion` + `kind` to an API resource through discovery, cached.
+//!
+//! Guests name kinds, and every new name would cost a discovery request as the host: so
+//! names are checked before discovery, kinds the API server serves are kept (bounded),
+//! and kinds it does not serve are answered from a short-lived negative cache.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use kube::api::ApiResource;
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
+
+use super::expiring::Expiring;
+
+/// How long "not served" is remembered for a kind: a CRD installed meanwhile is found
+/// within that.
+pub const UNKNOWN_KIND_TTL: Duration = Duration::from_secs(10);
+/// Most kinds kept as served; past it the cache starts afresh.
+pub const MAX_KINDS: usize = 4_096;
+/// Most kinds kept as not served.
+pub const MAX_UNKNOWN_KINDS: usize = 1_024;
 
 /// A kind the API server serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +45,9 @@ impl ResolvedKind {
 /// Why a kind could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum KindError {
-    /// Not a valid `apiVersion`.
-    #[error("invalid apiVersion {0:?}")]
-    InvalidApiVersion(String),
+    /// Not a valid `apiVersion` or kind.
+    #[error("{0}")]
+    Invalid(String),
     /// The API server does not serve it.
     #[error("the API server does not serve {kind} in {api_version}")]
     Unknown {
@@ -58,12 +73,14 @@ pub enum KindError {
 pub struct Kinds {
     client: kube::Client,
     cache: Mutex<HashMap<(String, String), ResolvedKind>>,
+    unknown: Expiring<(String, String), ()>,
 }
 
 impl std::fmt::Debug for Kinds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kinds")
             .field("cache", &self.cache)
+            .field("unknown", &self.unknown.len())
             .finish_non_exhaustive()
     }
 }
@@ -74,7 +91,16 @@ impl Kinds {
         Self {
             client,
             cache: Mutex::new(HashMap::new()),
+            unknown: Expiring::new(UNKNOWN_KIND_TTL, MAX_UNKNOWN_KINDS),
         }
+    }
+
+    /// How many kinds are kept: (served, not served).
+    pub fn cached(&self) -> (usize, usize) {
+        (
+            self.cache.lock().expect("kind cache poisoned").len(),
+            self.unknown.len(),
+        )
     }
 
     /// Resolves `kind` in `api_version`.
@@ -88,27 +114,30 @@ impl Kinds {
         {
             return Ok(found.clone());
         }
+        crate::names::check_api_version(api_version)
+            .and_then(|()| crate::names::check_kind(kind))
+            .map_err(KindError::Invalid)?;
+        let unknown = || KindError::Unknown {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+        };
+        if self.unknown.get(&cache_key).is_some() {
+            return Err(unknown());
+        }
         let (group, version) = match api_version.split_once('/') {
             Some((group, version)) => (group, version),
             None => ("", api_version),
         };
-        if version.is_empty() || api_version.matches('/').count() > 1 {
-            return Err(KindError::InvalidApiVersion(api_version.to_string()));
-        }
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let (resource, capabilities) = match discovery::pinned_kind(&self.client, &gvk).await {
             Ok(found) => found,
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                return Err(KindError::Unknown {
-                    api_version: api_version.to_string(),
-                    kind: kind.to_string(),
-                });
+                self.unknown.insert(cache_key, ());
+                return Err(unknown());
             }
             Err(kube::Error::Discovery(_)) => {
-                return Err(KindError::Unknown {
-                    api_version: api_version.to_string(),
-                    kind: kind.to_string(),
-                });
+                self.unknown.insert(cache_key, ());
+                return Err(unknown());
             }
             Err(source) => {
                 return Err(KindError::Discovery {
@@ -122,10 +151,11 @@ impl Kinds {
             resource,
             namespaced: capabilities.scope == Scope::Namespaced,
         };
-        self.cache
-            .lock()
-            .expect("kind cache poisoned")
-            .insert(cache_key, resolved.clone());
+        let mut cache = self.cache.lock().expect("kind cache poisoned");
+        if cache.len() >= MAX_KINDS {
+            cache.clear();
+        }
+        cache.insert(cache_key, resolved.clone());
         Ok(resolved)
     }
 }

@@ -10,6 +10,7 @@ mod backlog;
 pub mod backoff;
 mod controller;
 pub mod events;
+mod expiring;
 mod host_calls;
 mod kinds;
 mod plugin;
@@ -34,7 +35,7 @@ use access_review::AccessReviews;
 use controller::ScopeController;
 use events::PluginEvents;
 pub use host_calls::host_error;
-pub use kinds::{KindError, Kinds, ResolvedKind};
+pub use kinds::{KindError, Kinds, MAX_UNKNOWN_KINDS, ResolvedKind};
 pub use plugin::{FAILURE_LINES_BURST, FAILURE_LINES_PER_SECOND};
 use plugin::{PluginShared, PluginVersion};
 pub use watches::{WatchKey, Watches};
@@ -160,6 +161,11 @@ impl Runtime {
         &self.metrics
     }
 
+    /// How many kinds discovery has answered and the host keeps: (served, not served).
+    pub fn cached_kinds(&self) -> (usize, usize) {
+        self.kinds.cached()
+    }
+
     /// Whether every watch has completed its initial list.
     pub fn ready(&self) -> bool {
         self.watches.all_synced()
@@ -218,6 +224,10 @@ impl Runtime {
         };
         Ok((
             PluginVersion {
+                requests: crate::rate::TokenBucket::new(
+                    grant.limits.api_requests_per_second.into(),
+                    grant.limits.api_request_burst.into(),
+                ),
                 reconciler,
                 grant,
                 kind,

@@ -34,6 +34,8 @@ pub struct PluginVersion {
     pub client: kube::Client,
     /// Counts versions, starting at 1.
     pub generation: u64,
+    /// Its requests to the API server, at the grant's rate.
+    pub requests: crate::rate::TokenBucket,
 }
 
 impl std::fmt::Debug for PluginVersion {

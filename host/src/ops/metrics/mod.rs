@@ -16,7 +16,7 @@ mod controller;
 mod plugin;
 
 pub use controller::{ControllerSeries, ReconcileResult};
-pub use plugin::{CALL_OUTCOMES, PluginSeries};
+pub use plugin::{CALL_OUTCOMES, PluginSeries, Throttled};
 
 /// `controller`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,6 +147,10 @@ pub struct Metrics {
     pub demoted_calls: Family<PluginLabels, Counter>,
     /// `kubewasm_plugin_breaking`: 1 while the plugin's guest keeps breaking.
     pub breaking: Family<PluginLabels, Gauge>,
+    /// `kubewasm_plugin_api_requests_total`.
+    pub api_requests: Family<PluginLabels, Counter>,
+    /// `kubewasm_plugin_api_requests_throttled_total`.
+    pub api_requests_throttled: Family<CallLabels, Counter>,
     /// Each plugin's series, by name.
     plugin_series: Mutex<HashMap<String, Arc<PluginSeries>>>,
 }
@@ -284,6 +288,18 @@ impl Metrics {
             "Whether the plugin's guest broke on its last calls in a row (1) and is held to a quarter of its CPU budget until a call comes through",
             breaking.clone(),
         );
+        let api_requests = Family::default();
+        registry.register(
+            "kubewasm_plugin_api_requests",
+            "Requests sent to the API server for the plugin's kube calls",
+            api_requests.clone(),
+        );
+        let api_requests_throttled = Family::default();
+        registry.register(
+            "kubewasm_plugin_api_requests_throttled",
+            "Kube calls over the plugin's request rate: delayed until it allowed them, or refused as unavailable",
+            api_requests_throttled.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -306,6 +322,8 @@ impl Metrics {
             cpu_throttled,
             demoted_calls,
             breaking,
+            api_requests,
+            api_requests_throttled,
             plugin_series: Mutex::default(),
         }
     }

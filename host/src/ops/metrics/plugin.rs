@@ -44,7 +44,21 @@ pub struct PluginSeries {
     demoted_calls: Counter,
     breaking: Gauge,
     events_dropped: Counter,
+    api_requests: Counter,
+    api_requests_throttled: [Counter; THROTTLE_OUTCOMES.len()],
     labelled: Mutex<Labelled>,
+}
+
+/// The `outcome`s of `kubewasm_plugin_api_requests_throttled_total`.
+const THROTTLE_OUTCOMES: [&str; 2] = ["delayed", "refused"];
+
+/// How a kube call over the plugin's request rate ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    /// It waited until the rate allowed it.
+    Delayed,
+    /// It would have waited too long, and was refused.
+    Refused,
 }
 
 /// The series a plugin's calls create as they go, and the families they go in.
@@ -93,6 +107,15 @@ impl PluginSeries {
             demoted_calls: metrics.demoted_calls.get_or_create_owned(&labels),
             breaking: metrics.breaking.get_or_create_owned(&labels),
             events_dropped: metrics.events_dropped.get_or_create_owned(&labels),
+            api_requests: metrics.api_requests.get_or_create_owned(&labels),
+            api_requests_throttled: THROTTLE_OUTCOMES.map(|outcome| {
+                metrics
+                    .api_requests_throttled
+                    .get_or_create_owned(&CallLabels {
+                        plugin: plugin.to_string(),
+                        outcome,
+                    })
+            }),
             labelled: Mutex::new(Labelled {
                 plugin: plugin.to_string(),
                 trap_family: metrics.traps.clone(),
@@ -118,6 +141,16 @@ impl PluginSeries {
     /// `kubewasm_plugin_events_dropped_total`.
     pub fn events_dropped(&self) -> &Counter {
         &self.events_dropped
+    }
+
+    /// Counts a request sent to the API server for one of its kube calls.
+    pub fn count_api_request(&self) {
+        self.api_requests.inc();
+    }
+
+    /// Counts a kube call over its request rate.
+    pub fn count_throttled(&self, how: Throttled) {
+        self.api_requests_throttled[how as usize].inc();
     }
 
     /// Counts a call of `verb` on `resource` that the grant denied, in
@@ -198,6 +231,13 @@ impl PluginSeries {
         metrics.demoted_calls.remove(&labels);
         metrics.breaking.remove(&labels);
         metrics.events_dropped.remove(&labels);
+        metrics.api_requests.remove(&labels);
+        for outcome in THROTTLE_OUTCOMES {
+            metrics.api_requests_throttled.remove(&CallLabels {
+                plugin: labels.plugin.clone(),
+                outcome,
+            });
+        }
         for result in ["ok", "error"] {
             metrics.reloads.remove(&ReloadLabels {
                 plugin: labels.plugin.clone(),

@@ -134,6 +134,9 @@ fn behave(subject: &Subject) -> Result<Action> {
         "fail-times" => fail_times(subject),
         "trespass" => trespass(subject),
         "copy" => copy(subject),
+        "bad-names" => bad_names(subject),
+        "kinds" => kinds(subject),
+        "flood" => flood(subject),
         "read-report" => read_report(subject),
         other => Err(Error::msg(format!("unknown behaviour {other:?}"))),
     }
@@ -189,6 +192,97 @@ fn copy(subject: &Subject) -> Result<Action> {
     Ok(Action::AwaitChange)
 }
 
+/// Records `outcomes` in ConfigMap `<name>-report` beside `subject`.
+fn report(subject: &Subject, outcomes: BTreeMap<String, String>) -> Result<()> {
+    kube::apply(&ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}-report",
+                subject.metadata.name.as_deref().unwrap_or("")
+            )),
+            namespace: subject.metadata.namespace.clone(),
+            ..Default::default()
+        },
+        data: Some(outcomes),
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+/// Reads through the raw import with names that are not one path segment, a namespace
+/// and an apiVersion that are not names, and records how each ended (key: its index).
+fn bad_names(subject: &Subject) -> Result<Action> {
+    use kubewasm_guest::bindings::kubewasm::controller::{kube as raw, types::ObjectRef};
+    let namespace = subject.metadata.namespace.clone();
+    let target = |api_version: &str, namespace: Option<String>, name: &str| ObjectRef {
+        api_version: api_version.to_string(),
+        kind: "ConfigMap".to_string(),
+        namespace,
+        name: name.to_string(),
+    };
+    let targets = [
+        target("v1", namespace.clone(), "x/status"),
+        target("v1", namespace.clone(), ".."),
+        target("v1", namespace.clone(), "a?watch=true"),
+        target("v1", namespace.clone(), "%2e%2e"),
+        target("v1", Some("a/b".into()), "x"),
+        target("v1?x=1", namespace.clone(), "x"),
+    ];
+    let mut outcomes: BTreeMap<String, String> = targets
+        .iter()
+        .enumerate()
+        .map(|(index, target)| (index.to_string(), outcome(&raw::get(target))))
+        .collect();
+    outcomes.insert(
+        "list".into(),
+        outcome(&raw::list("v1", "ConfigMap", Some("a/b"), None)),
+    );
+    outcomes.insert(
+        "delete".into(),
+        outcome(&raw::delete(&target("v1", namespace, "../x"))),
+    );
+    report(subject, outcomes)?;
+    Ok(Action::AwaitChange)
+}
+
+/// Gets `data.count` objects of as many distinct made-up kinds (`g<i>.example.com/v1`),
+/// and records how many ended not-found.
+fn kinds(subject: &Subject) -> Result<Action> {
+    use kubewasm_guest::bindings::kubewasm::controller::{kube as raw, types::ObjectRef};
+    let count: u32 = subject.get("count").unwrap_or("10").parse()?;
+    let not_found = (0..count)
+        .filter(|i| {
+            matches!(
+                raw::get(&ObjectRef {
+                    api_version: format!("g{i}.example.com/v1"),
+                    kind: "Thing".into(),
+                    namespace: subject.metadata.namespace.clone(),
+                    name: "x".into(),
+                }),
+                Err(kube::Error::NotFound(_))
+            )
+        })
+        .count();
+    report(
+        subject,
+        BTreeMap::from([("not-found".into(), not_found.to_string())]),
+    )?;
+    Ok(Action::AwaitChange)
+}
+
+/// Gets Secret `data.secret` `data.count` times, each a request to the API server, and
+/// records how many succeeded.
+fn flood(subject: &Subject) -> Result<Action> {
+    let count: u32 = subject.get("count").unwrap_or("10").parse()?;
+    let namespace = subject.metadata.namespace.as_deref();
+    let secret = subject.get("secret").unwrap_or("secret");
+    let ok = (0..count)
+        .filter(|_| kube::get::<Secret>(namespace, secret).is_ok())
+        .count();
+    report(subject, BTreeMap::from([("ok".into(), ok.to_string())]))?;
+    Ok(Action::AwaitChange)
+}
+
 /// Gets ConfigMap `data.name` in its own namespace, records how that ended in
 /// ConfigMap `<name>-report` (key `get`), and asks to be called again in a second.
 fn read_report(subject: &Subject) -> Result<Action> {
@@ -214,6 +308,7 @@ fn outcome<T>(result: &kube::Result<T>) -> String {
         Ok(_) => "ok".to_string(),
         Err(kube::Error::Forbidden(message)) => format!("forbidden: {message}"),
         Err(kube::Error::NotFound(message)) => format!("not-found: {message}"),
+        Err(kube::Error::Invalid(message)) => format!("invalid: {message}"),
         Err(err) => format!("other: {err:?}"),
     }
 }

@@ -1,0 +1,177 @@
+//! What a guest hands the host is untrusted, on a real API server: names that would be
+//! more than one path segment are refused before any request, made-up kinds leave the
+//! host's discovery cache bounded, and a plugin over its request rate is slowed and
+//! counted while its neighbour is not.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
+use kubewasm_tests::plugins::{example_bytes, test_guest_bytes};
+use kubewasm_tests::{admin_client, test_namespace, wait};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The report the misbehave guest wrote for ConfigMap `ask`.
+async fn report(api: &Api<ConfigMap>, ask: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    wait::until(&format!("{ask}'s report"), WAIT, || async {
+        Ok(api
+            .get_opt(&format!("{ask}-report"))
+            .await?
+            .and_then(|report| report.data))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn names_that_are_not_one_path_segment_are_invalid_and_never_sent() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "bad-names").await?;
+    let host = TestHost::start(&[PluginFiles::new(
+        "names",
+        test_guest_bytes("misbehave"),
+        config_map_grant(&namespace),
+    )])
+    .await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    api.create(&PostParams::default(), &config_map("x", &[]))
+        .await?;
+    api.create(
+        &PostParams::default(),
+        &config_map("ask", &[("behaviour", "bad-names")]),
+    )
+    .await?;
+    let outcomes = report(&api, "ask").await?;
+    assert_eq!(outcomes.len(), 8, "{outcomes:?}");
+    for (call, outcome) in &outcomes {
+        assert!(outcome.starts_with("invalid: "), "{call}: {outcome}");
+    }
+    // The report's own apply is the plugin's only request to the API server.
+    let requests = host.metric("kubewasm_plugin_api_requests_total", "plugin=\"names\"");
+    assert_eq!(requests, 1.0, "{}", host.metrics());
+    Ok(())
+}
+
+#[tokio::test]
+async fn made_up_kinds_leave_the_discovery_cache_bounded() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "kinds").await?;
+    let host = TestHost::start(&[PluginFiles::new(
+        "kinds",
+        test_guest_bytes("misbehave"),
+        format!(
+            "{}limits: {{timeoutMs: 60000, cpuMillicores: 2000}}\n",
+            config_map_grant(&namespace)
+        ),
+    )])
+    .await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let count = kubewasm::runtime::MAX_UNKNOWN_KINDS + 300;
+    api.create(
+        &PostParams::default(),
+        &config_map(
+            "ask",
+            &[("behaviour", "kinds"), ("count", &count.to_string())],
+        ),
+    )
+    .await?;
+    let outcomes = report(&api, "ask").await?;
+    assert_eq!(outcomes["not-found"], count.to_string());
+    let (served, unknown) = host.manager().runtime().cached_kinds();
+    // Answered from the negative cache, which stays within its bound.
+    assert!(
+        unknown > 0 && unknown <= kubewasm::runtime::MAX_UNKNOWN_KINDS,
+        "{unknown}"
+    );
+    assert!(served < 10, "{served}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_over_its_request_rate_is_slowed_and_counted_and_its_neighbour_is_not()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "flood").await?;
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("s".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    let flood_grant = format!(
+        "{}  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [get]\n\
+         limits: {{timeoutMs: 30000, apiRequestsPerSecond: 20, apiRequestBurst: 5}}\n",
+        config_map_grant(&namespace)
+    );
+    let host = TestHost::start(&[
+        PluginFiles::new("flood", test_guest_bytes("misbehave"), flood_grant),
+        PluginFiles::new(
+            "mirror",
+            example_bytes("configmap-mirror"),
+            config_map_grant(&namespace),
+        ),
+    ])
+    .await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    api.create(
+        &PostParams::default(),
+        &config_map(
+            "ask",
+            &[("behaviour", "flood"), ("secret", "s"), ("count", "40")],
+        ),
+    )
+    .await?;
+    let mut source = config_map("demo", &[("greeting", "hello")]);
+    source.metadata.labels = Some(BTreeMap::from([(
+        "kubewasm.dev/mirror".into(),
+        "true".into(),
+    )]));
+    api.create(&PostParams::default(), &source).await?;
+
+    assert_eq!(report(&api, "ask").await?["ok"], "40");
+    wait::until("the neighbour's mirror", WAIT, || async {
+        Ok(api.get_opt("demo-mirror").await?.map(|_| ()))
+    })
+    .await?;
+    let throttled = |plugin: &str| {
+        host.metric(
+            "kubewasm_plugin_api_requests_throttled_total",
+            &format!("plugin=\"{plugin}\",outcome=\"delayed\""),
+        )
+    };
+    // 40 gets and the report past a burst of 5: at least 35 waited their turn.
+    assert!(throttled("flood") >= 35.0, "{}", host.metrics());
+    let metrics = host.metrics();
+    assert!(
+        metrics.contains(
+            "kubewasm_plugin_api_requests_throttled_total{plugin=\"mirror\",outcome=\"delayed\"} 0"
+        ),
+        "{metrics}"
+    );
+    assert!(host.metric("kubewasm_plugin_api_requests_total", "plugin=\"flood\"") >= 41.0);
+    Ok(())
+}
