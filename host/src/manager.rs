@@ -24,6 +24,8 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 pub struct ManagerOptions {
     /// The plugins directory.
     pub plugins_dir: PathBuf,
+    /// How large the files in it may be.
+    pub plugin_files: crate::plugins::FileLimits,
     /// Sandbox settings.
     pub sandbox: SandboxConfig,
     /// Runtime settings.
@@ -96,7 +98,8 @@ impl Manager {
             sandbox.clone(),
             runtime.clone(),
             metrics.clone(),
-        );
+        )
+        .with_file_limits(options.plugin_files);
         if let Some(pod) = &options.host_pod {
             let reporter = Reporter {
                 controller: "kubewasm".into(),

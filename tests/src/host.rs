@@ -131,6 +131,7 @@ impl TestHost {
         assert!(self.manager.is_none(), "the host is running");
         let options = ManagerOptions {
             plugins_dir: self.plugins_dir.clone(),
+            plugin_files: Default::default(),
             sandbox: self.sandbox.clone(),
             runtime: self.runtime.clone(),
             metrics_addr: None,

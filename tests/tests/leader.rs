@@ -78,6 +78,7 @@ async fn electing_host_on(
     election.retry_period = Duration::from_millis(200);
     let options = ManagerOptions {
         plugins_dir: dir.to_path_buf(),
+        plugin_files: Default::default(),
         sandbox,
         runtime: kubewasm_tests::runtime_options(),
         metrics_addr: None,

@@ -175,3 +175,61 @@ async fn a_plugin_over_its_request_rate_is_slowed_and_counted_and_its_neighbour_
     assert!(host.metric("kubewasm_plugin_api_requests_total", "plugin=\"flood\"") >= 41.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_fifo_a_device_and_a_huge_file_in_the_plugins_directory_are_refused_while_the_host_serves()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "plugin-files").await?;
+    let grant = config_map_grant(&namespace);
+    let host = TestHost::start(&[PluginFiles::new(
+        "mirror",
+        example_bytes("configmap-mirror"),
+        grant.clone(),
+    )])
+    .await?;
+    let dir = host.dir().to_path_buf();
+    // A FIFO no one writes to, a grant that is /dev/zero, and a sparse file one byte
+    // over the component limit.
+    let fifo = std::ffi::CString::new(dir.join("fifo.wasm").to_str().unwrap())?;
+    // SAFETY: a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::fs::write(dir.join("fifo.yaml"), &grant)?;
+    std::fs::write(dir.join("zero.wasm"), example_bytes("configmap-mirror"))?;
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yaml"))?;
+    std::fs::File::create(dir.join("huge.wasm"))?
+        .set_len(kubewasm::plugins::DEFAULT_MAX_COMPONENT_BYTES + 1)?;
+    std::fs::write(dir.join("huge.yaml"), &grant)?;
+
+    let plugins = host.manager().plugins();
+    for (name, why) in [
+        ("fifo", "FIFO"),
+        ("zero", "character device"),
+        ("huge", "over the limit of 67108864"),
+    ] {
+        let refused = tokio::time::timeout(Duration::from_secs(30), plugins.load(name))
+            .await
+            .map_err(|_| anyhow::anyhow!("loading {name} blocked"))?
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(why), "{name}: {refused}");
+    }
+    assert_eq!(
+        host.manager().runtime().plugin_names().await,
+        vec!["mirror".to_string()]
+    );
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let mut source = config_map("after", &[("greeting", "hello")]);
+    source.metadata.labels = Some(BTreeMap::from([(
+        "kubewasm.dev/mirror".into(),
+        "true".into(),
+    )]));
+    api.create(&PostParams::default(), &source).await?;
+    wait::until(
+        "a mirror made after the hostile files came",
+        WAIT,
+        || async { Ok(api.get_opt("after-mirror").await?.map(|_| ())) },
+    )
+    .await?;
+    Ok(())
+}

@@ -75,6 +75,7 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
     let config = super::run::kube_config(Some(&kubeconfig), None).await?;
     let options = ManagerOptions {
         plugins_dir: args.plugins.clone(),
+        plugin_files: Default::default(),
         sandbox,
         // A local cluster of one developer: grants without a ServiceAccount may run.
         runtime: RuntimeOptions {

@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// the ServiceAccount its plugin acts as.
     #[arg(long, env = "KUBEWASM_ALLOW_HOST_IDENTITY")]
     pub allow_host_identity: bool,
+    /// Largest component file read, in bytes; a larger one is refused.
+    #[arg(long, default_value_t = kubewasm::plugins::DEFAULT_MAX_COMPONENT_BYTES)]
+    pub max_component_bytes: u64,
+    /// Largest grant file read, in bytes; a larger one is refused.
+    #[arg(long, default_value_t = kubewasm::plugins::DEFAULT_MAX_GRANT_BYTES)]
+    pub max_grant_bytes: u64,
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -140,6 +146,10 @@ impl RunArgs {
     ) -> ManagerOptions {
         ManagerOptions {
             plugins_dir: self.plugins.clone(),
+            plugin_files: kubewasm::plugins::FileLimits {
+                max_component_bytes: self.max_component_bytes,
+                max_grant_bytes: self.max_grant_bytes,
+            },
             sandbox,
             runtime: RuntimeOptions {
                 page_size: self.page_size,

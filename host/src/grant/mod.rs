@@ -210,14 +210,14 @@ impl Grant {
             // serde_norway appends " at line L column C"; the location is reported already.
             let reason = err.to_string();
             let reason = match reason.find(" at line ") {
-                Some(index) => reason[..index].to_string(),
-                None => reason,
+                Some(index) => &reason[..index],
+                None => &reason,
             };
             GrantError::Invalid {
                 file: file.to_string(),
                 line,
                 column,
-                reason,
+                reason: without_contents(reason),
             }
         })?;
         match raw.api_version.as_deref() {
@@ -355,6 +355,35 @@ impl Grant {
     pub fn allows_finalizer(&self, finalizer: &str) -> bool {
         self.finalizers.iter().any(|allowed| allowed == finalizer)
     }
+}
+
+/// A YAML error's message without what it quotes of the file, unless that is a short
+/// name (a field, a variant): a grant file may be a symlink to anything, and its
+/// contents must not reach logs and Events.
+fn without_contents(reason: &str) -> String {
+    let is_name = |quoted: &str| {
+        quoted.len() <= 32
+            && quoted
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'))
+    };
+    let mut kept = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = rest[start..].chars().next().expect("found above");
+        kept.push_str(&rest[..=start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find(quote) else {
+            kept.push_str("...");
+            return kept;
+        };
+        let quoted = &after[..end];
+        kept.push_str(if is_name(quoted) { quoted } else { "..." });
+        kept.push(quote);
+        rest = &after[end + 1..];
+    }
+    kept.push_str(rest);
+    kept
 }
 
 /// 1-based line of the first line starting with `key:`; with an empty key, 0 (the

@@ -165,3 +165,19 @@ fn wildcards_and_subresources_match() {
     assert!(grant.allows("apps", "deployments", Verb::Delete, Some("web")));
     assert!(!grant.allows("apps", "deployments", Verb::Delete, Some("db")));
 }
+
+#[test]
+fn errors_quote_names_but_never_what_the_file_holds() {
+    for text in [
+        "root:$6$secret-hash:19000:0:99999:7:::\n",
+        "apiVersion: kubewasm.dev/v1\nnamespaces: \"secret value here\"\n",
+        "apiVersion: kubewasm.dev/v1\nnamespaces: [a]\nsecret-0123456789abcdef0123456789abcdef: 1\n",
+    ] {
+        let err = Grant::parse(text, "g.yaml").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{text:?}: {err}");
+    }
+    let err = Grant::parse("apiVersion: kubewasm.dev/v1\nnamespace: [a]\n", "g.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `namespace`"), "{err}");
+}

@@ -14,9 +14,11 @@ use crate::runtime::{KindError, Runtime, RuntimeError};
 use crate::sandbox::{CacheOutcome, LoadError, LogRate, PluginOptions, Sandbox};
 use ordering::ChangeLocks;
 
+mod files;
 mod links;
 mod ordering;
 mod watch;
+pub use files::{DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_GRANT_BYTES, FileLimits};
 pub use watch::{ReloadOptions, watch};
 
 /// Why a plugin could not be (re)loaded.
@@ -115,6 +117,8 @@ pub struct PluginDir {
     lifecycle: Option<Arc<LifecycleEvents>>,
     /// What each plugin's last load tried.
     attempts: Mutex<HashMap<String, Attempt>>,
+    /// How large its files may be.
+    file_limits: FileLimits,
 }
 
 /// A plugin's component and grant as read for one load.
@@ -175,7 +179,14 @@ impl PluginDir {
             changing: ChangeLocks::default(),
             lifecycle: None,
             attempts: Mutex::new(HashMap::new()),
+            file_limits: FileLimits::default(),
         }
+    }
+
+    /// Reads plugin files only up to `limits`.
+    pub fn with_file_limits(mut self, limits: FileLimits) -> Self {
+        self.file_limits = limits;
+        self
     }
 
     /// Records plugins starting, reloading, failing to load and stopping in `events`.
@@ -205,15 +216,32 @@ impl PluginDir {
         self.dir.join(format!("{name}.yaml"))
     }
 
-    /// Reads plugin `name`'s files, once for one load.
-    fn read_files(&self, name: &str) -> PluginFiles {
-        let wasm = std::fs::read(self.wasm_path(name));
-        let wasm_digest = wasm.as_deref().ok().map(crate::sandbox::digest);
-        PluginFiles {
-            wasm,
-            wasm_digest,
-            grant: std::fs::read_to_string(self.grant_path(name)),
-        }
+    /// Reads plugin `name`'s files, once for one load, on a blocking thread.
+    async fn read_files(&self, name: &str) -> PluginFiles {
+        let (wasm_path, grant_path) = (self.wasm_path(name), self.grant_path(name));
+        let limits = self.file_limits;
+        let read = tokio::task::spawn_blocking(move || {
+            let wasm = files::read_capped(&wasm_path, limits.max_component_bytes);
+            let wasm_digest = wasm.as_deref().ok().map(crate::sandbox::digest);
+            let grant = files::read_capped(&grant_path, limits.max_grant_bytes).and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                })
+            });
+            PluginFiles {
+                wasm,
+                wasm_digest,
+                grant,
+            }
+        });
+        read.await.unwrap_or_else(|err| {
+            let failed = || std::io::Error::other(format!("reading the files failed: {err}"));
+            PluginFiles {
+                wasm: Err(failed()),
+                wasm_digest: None,
+                grant: Err(failed()),
+            }
+        })
     }
 
     /// Names of the `.wasm` files in the directory.
@@ -253,7 +281,12 @@ impl PluginDir {
             }
         };
         for name in names {
-            let compiled = match std::fs::read(self.wasm_path(&name)) {
+            let path = self.wasm_path(&name);
+            let limit = self.file_limits.max_component_bytes;
+            let read = tokio::task::spawn_blocking(move || files::read_capped(&path, limit))
+                .await
+                .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
+            let compiled = match read {
                 Ok(bytes) => self.sandbox.precompile(bytes).await,
                 Err(err) => Err(LoadError::Io(err)),
             };
@@ -306,7 +339,7 @@ impl PluginDir {
         }
         let change_lock = self.changing.of(name);
         let _changing = change_lock.lock().await;
-        let files = self.read_files(name);
+        let files = self.read_files(name).await;
         let fingerprint = files.fingerprint();
         let tried = || {
             self.attempts

@@ -45,7 +45,9 @@ impl CompileCache {
     }
 
     /// A cache in `dir`, created with mode 0700. A directory that is not owned by this
-    /// user or is open to others is refused (the cache stays off, with a warning).
+    /// user, or that its group or others may write, is refused and left as it is (the
+    /// cache stays off, with a warning that says how to fix it): someone else who can
+    /// write there could plant an artifact, and the host deserializes artifacts.
     pub fn in_dir(dir: &Path) -> Self {
         match prepare_dir(dir) {
             Ok(()) => Self {
@@ -101,16 +103,24 @@ impl CompileCache {
 }
 
 fn prepare_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|err| format!("cannot create it: {err}"))?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|err| format!("cannot create it: {err}"))?;
     let meta = std::fs::metadata(dir).map_err(|err| format!("cannot stat it: {err}"))?;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     if meta.uid() != uid {
         return Err(format!("it is owned by uid {}, not {uid}", meta.uid()));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|err| format!("cannot restrict it to mode 0700: {err}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "its group or others may write it (mode {mode:o}): `chmod go-w` it, or give \
+             another directory"
+        ));
     }
     Ok(())
 }
@@ -205,5 +215,23 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         assert_eq!(names, ["artifact.cwasm"]);
+    }
+
+    #[test]
+    fn a_cache_directory_others_may_write_is_refused_and_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let created = root.path().join("new");
+        assert!(CompileCache::in_dir(&created).dir.is_some());
+        let mode = std::fs::metadata(&created).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(CompileCache::in_dir(&open).dir.is_none());
+        let mode = std::fs::metadata(&open).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777, "changed behind the operator's back");
+        let reason = prepare_dir(&open).unwrap_err();
+        assert!(reason.contains("chmod go-w"), "{reason}");
     }
 }

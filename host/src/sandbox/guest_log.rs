@@ -111,6 +111,7 @@ impl PluginLog {
         if !self.admit(cost) {
             return;
         }
+        let line = escape_controls(line);
         let plugin = self.plugin.as_str();
         match level {
             LogLevel::Trace => tracing::trace!(target: "plugin", plugin, object, "{line}"),
@@ -177,9 +178,38 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `line` with its control characters (a newline that would forge a host log line, a
+/// terminal escape sequence) written as escapes such as `\n` and `\u{1b}`; tabs stay.
+fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut escaped = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if c.is_control() && c != '\t' {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_in_guest_lines_are_escaped() {
+        assert!(matches!(
+            escape_controls("plain\ttext é"),
+            std::borrow::Cow::Borrowed("plain\ttext é")
+        ));
+        assert_eq!(
+            escape_controls("ok\nWARN kubewasm: forged\u{1b}[31m"),
+            "ok\\nWARN kubewasm: forged\\u{1b}[31m"
+        );
+    }
 
     #[test]
     fn output_over_the_rate_is_dropped_and_counted() {
