@@ -233,3 +233,56 @@ async fn a_fifo_a_device_and_a_huge_file_in_the_plugins_directory_are_refused_wh
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_list_the_api_server_answers_is_paged_and_one_over_the_cap_is_an_error()
+-> anyhow::Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "long-list").await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let count = kubewasm::runtime::MAX_LIST_OBJECTS + 1;
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let secrets = secrets.clone();
+            async move {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(format!("s-{i}")),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                secrets.create(&PostParams::default(), &secret).await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let grant = format!(
+        "{}  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [list]\n\
+         limits: {{timeoutMs: 60000}}\n",
+        config_map_grant(&namespace)
+    );
+    let host = TestHost::start(&[PluginFiles::new(
+        "lister",
+        test_guest_bytes("misbehave"),
+        grant,
+    )])
+    .await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    api.create(
+        &PostParams::default(),
+        &config_map("ask", &[("behaviour", "list-secrets")]),
+    )
+    .await?;
+    let outcome = &report(&api, "ask").await?["list"];
+    assert!(
+        outcome.starts_with("unavailable: ") && outcome.contains("more than 5000 objects"),
+        "{outcome}"
+    );
+    // Pages of 500 until the cap was passed, and the report.
+    let requests = host.metric("kubewasm_plugin_api_requests_total", "plugin=\"lister\"");
+    assert_eq!(requests, (count / 500 + 1 + 1) as f64);
+    Ok(())
+}

@@ -34,7 +34,7 @@ use crate::reconciler::Reconciler;
 use access_review::AccessReviews;
 use controller::ScopeController;
 use events::PluginEvents;
-pub use host_calls::host_error;
+pub use host_calls::{MAX_LIST_OBJECTS, host_error};
 pub use kinds::{KindError, Kinds, MAX_UNKNOWN_KINDS, ResolvedKind};
 pub use plugin::{FAILURE_LINES_BURST, FAILURE_LINES_PER_SECOND};
 use plugin::{PluginShared, PluginVersion};

@@ -137,6 +137,15 @@ fn behave(subject: &Subject) -> Result<Action> {
         "bad-names" => bad_names(subject),
         "kinds" => kinds(subject),
         "flood" => flood(subject),
+        "list-secrets" => {
+            let listed = kube::list::<Secret>(subject.metadata.namespace.as_deref(), None);
+            let outcome = match &listed {
+                Ok(secrets) => secrets.len().to_string(),
+                Err(_) => outcome(&listed),
+            };
+            report(subject, BTreeMap::from([("list".into(), outcome)]))?;
+            Ok(Action::AwaitChange)
+        }
         "read-report" => read_report(subject),
         other => Err(Error::msg(format!("unknown behaviour {other:?}"))),
     }
@@ -309,6 +318,7 @@ fn outcome<T>(result: &kube::Result<T>) -> String {
         Err(kube::Error::Forbidden(message)) => format!("forbidden: {message}"),
         Err(kube::Error::NotFound(message)) => format!("not-found: {message}"),
         Err(kube::Error::Invalid(message)) => format!("invalid: {message}"),
+        Err(kube::Error::Unavailable(message)) => format!("unavailable: {message}"),
         Err(err) => format!("other: {err:?}"),
     }
 }
