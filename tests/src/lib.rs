@@ -300,6 +300,29 @@ pub async fn service_account_token(
         .context("the token request returned no token")
 }
 
+/// ConfigMap `name` holding `data`, for creating in a test's namespace.
+pub fn config_map(name: &str, data: &[(&str, &str)]) -> k8s_openapi::api::core::v1::ConfigMap {
+    k8s_openapi::api::core::v1::ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// ConfigMap `name`, labelled for the configmap-mirror plugin to mirror.
+pub fn mirror_source(name: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+    let mut source = config_map(name, &[("greeting", "hello")]);
+    source.metadata.labels = Some([("kubewasm.dev/mirror".to_string(), "true".to_string())].into());
+    source
+}
+
 /// What a native test reconciler watching every ConfigMap describes itself as.
 pub fn every_config_map() -> &'static kubewasm::reconciler::Description {
     static DESCRIPTION: std::sync::OnceLock<kubewasm::reconciler::Description> =

@@ -16,7 +16,8 @@ use kube::config::AuthInfo;
 use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant, write_plugin};
 use kubewasm_tests::plugins::{example_bytes, example_grant_in, test_guest_bytes};
 use kubewasm_tests::{
-    TestUser, admin_client, admin_config, service_account_token, test_namespace, unique_name, wait,
+    TestUser, admin_client, admin_config, config_map, mirror_source, service_account_token,
+    test_namespace, unique_name, wait,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -25,18 +26,6 @@ fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: namespace.map(str::to_string),
-        ..Default::default()
-    }
-}
-
-fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
-    ConfigMap {
-        metadata: meta(name, None),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
         ..Default::default()
     }
 }
@@ -427,11 +416,7 @@ async fn the_example_plugin_runs_with_the_host_under_the_deploy_rbac() -> anyhow
         vec!["mirror".to_string()]
     );
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let mut source = config_map("demo", &[("greeting", "hello")]);
-    source.metadata.labels = Some(BTreeMap::from([(
-        "kubewasm.dev/mirror".into(),
-        "true".into(),
-    )]));
+    let source = mirror_source("demo");
     api.create(&pp, &source).await?;
     wait::until(
         "the mirror, and the finalizer on its source",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kubewasm::grant::Grant;
 use kubewasm::ops::metrics::Metrics;
 use kubewasm::reconciler::{
@@ -17,24 +17,9 @@ use kubewasm::reconciler::{
 use kubewasm::runtime::{Runtime, RuntimeOptions};
 use kubewasm_tests::host::{PluginFiles, TestHost, config_map_grant};
 use kubewasm_tests::plugins::test_guest_bytes;
-use kubewasm_tests::{admin_client, test_namespace, wait};
+use kubewasm_tests::{admin_client, config_map, test_namespace, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    }
-}
 
 fn misbehave(name: &str, namespace: &str) -> PluginFiles {
     PluginFiles::new(

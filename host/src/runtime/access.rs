@@ -102,6 +102,17 @@ pub struct Request<'a> {
     pub subresource: Option<&'a str>,
 }
 
+impl Request<'_> {
+    /// " NAME in NAMESPACE", as far as the request names them.
+    fn whereabouts(&self) -> String {
+        let name = self.name.map(|name| format!(" {name}")).unwrap_or_default();
+        match self.namespace {
+            Some(namespace) => format!("{name} in {namespace}"),
+            None => name,
+        }
+    }
+}
+
 /// Checks `request` against `grant`; a denial is counted in `series` and returned as
 /// `forbidden`.
 pub fn check(
@@ -154,17 +165,10 @@ pub fn check(
             );
             tracing::debug!(plugin, reason, "host call denied");
             Err(HostError::Forbidden(format!(
-                "plugin {plugin} may not {} {}{}{}: {reason}",
+                "plugin {plugin} may not {} {}{}: {reason}",
                 request.verb.as_str(),
                 display(&request.kind.resource.group, &resource),
-                request
-                    .name
-                    .map(|name| format!(" {name}"))
-                    .unwrap_or_default(),
-                request
-                    .namespace
-                    .map(|namespace| format!(" in {namespace}"))
-                    .unwrap_or_default(),
+                request.whereabouts(),
             )))
         }
     }

@@ -97,6 +97,19 @@ struct RunningPlugin {
     watch_keys: Vec<WatchKey>,
 }
 
+impl RunningPlugin {
+    /// The finalizer its serving version declares.
+    fn finalizer(&self) -> Option<String> {
+        self.shared
+            .version
+            .load()
+            .reconciler
+            .description()
+            .finalizer
+            .clone()
+    }
+}
+
 /// The controller host: watches, controllers and the plugins they run.
 pub struct Runtime {
     config: kube::Config,
@@ -426,14 +439,7 @@ impl Runtime {
     pub async fn finalizer_holders(&self, name: &str) -> Option<(String, usize)> {
         let plugins = self.plugins.lock().await;
         let running = plugins.get(name)?;
-        let finalizer = running
-            .shared
-            .version
-            .load()
-            .reconciler
-            .description()
-            .finalizer
-            .clone()?;
+        let finalizer = running.finalizer()?;
         let holders = running
             .controllers
             .iter()
@@ -545,16 +551,7 @@ fn check_finalizer_free(
         return Ok(());
     };
     let holder = plugins.iter().find(|(other, running)| {
-        other.as_str() != name
-            && running
-                .shared
-                .version
-                .load()
-                .reconciler
-                .description()
-                .finalizer
-                .as_ref()
-                == Some(finalizer)
+        other.as_str() != name && running.finalizer().as_ref() == Some(finalizer)
     });
     match holder {
         Some((other, _)) => Err(RuntimeError::NotGranted(format!(

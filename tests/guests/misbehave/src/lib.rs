@@ -186,33 +186,27 @@ fn trespass(subject: &Subject) -> Result<Action> {
 /// Copies the object's data into ConfigMap `<name>-copy` beside it: what a plugin that
 /// watches a kind it was not granted would do with it.
 fn copy(subject: &Subject) -> Result<Action> {
-    kube::apply(&ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}-copy",
-                subject.metadata.name.as_deref().unwrap_or("")
-            )),
-            namespace: subject.metadata.namespace.clone(),
-            ..Default::default()
-        },
-        data: Some(subject.data.clone()),
-        ..Default::default()
-    })?;
+    write_beside(subject, "copy", subject.data.clone())?;
     Ok(Action::AwaitChange)
 }
 
 /// Records `outcomes` in ConfigMap `<name>-report` beside `subject`.
 fn report(subject: &Subject, outcomes: BTreeMap<String, String>) -> Result<()> {
+    write_beside(subject, "report", outcomes)
+}
+
+/// Applies ConfigMap `<name>-<suffix>` holding `data` in `subject`'s namespace.
+fn write_beside(subject: &Subject, suffix: &str, data: BTreeMap<String, String>) -> Result<()> {
     kube::apply(&ConfigMap {
         metadata: ObjectMeta {
             name: Some(format!(
-                "{}-report",
+                "{}-{suffix}",
                 subject.metadata.name.as_deref().unwrap_or("")
             )),
             namespace: subject.metadata.namespace.clone(),
             ..Default::default()
         },
-        data: Some(outcomes),
+        data: Some(data),
         ..Default::default()
     })?;
     Ok(())
@@ -297,18 +291,10 @@ fn flood(subject: &Subject) -> Result<Action> {
 fn read_report(subject: &Subject) -> Result<Action> {
     let namespace = subject.metadata.namespace.as_deref();
     let read = kube::get::<ConfigMap>(namespace, subject.get("name").unwrap_or("missing"));
-    kube::apply(&ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}-report",
-                subject.metadata.name.as_deref().unwrap_or("")
-            )),
-            namespace: namespace.map(str::to_string),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([("get".to_string(), outcome(&read))])),
-        ..Default::default()
-    })?;
+    report(
+        subject,
+        BTreeMap::from([("get".to_string(), outcome(&read))]),
+    )?;
     Ok(Action::RequeueAfter(Duration::from_secs(1)))
 }
 
