@@ -132,3 +132,15 @@ pub async fn run(args: DevArgs, sandbox: SandboxConfig) -> anyhow::Result<()> {
     control_plane.stop();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permissive_grant_is_a_valid_cluster_wide_grant() {
+        let grant = kubewasm::grant::Grant::parse(PERMISSIVE_GRANT, "dev").unwrap();
+        assert_eq!(grant.namespaces, kubewasm::grant::Namespaces::All);
+        assert!(grant.allows("apps", "deployments", kubewasm::grant::Verb::Delete, None));
+    }
+}
