@@ -310,6 +310,39 @@ async fn a_plugin_owns_only_the_finalizers_its_grant_lists_and_never_shares_one(
     Ok(())
 }
 
+#[tokio::test]
+async fn a_grant_that_pins_a_digest_applies_to_that_component_only() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let namespace = test_namespace(&client, "digest").await?;
+    let mirror = example_bytes("configmap-mirror");
+    let digest = kubewasm::sandbox::digest(&mirror);
+    let pinned =
+        |digest: &str| format!("{}digest: sha256:{digest}\n", config_map_grant(&namespace));
+    let host = TestHost::start(&[
+        PluginFiles::new("pinned", mirror.clone(), pinned(&digest)),
+        PluginFiles::new("other", mirror, pinned(&"0".repeat(64))),
+    ])
+    .await?;
+    assert_eq!(
+        host.manager().runtime().plugin_names().await,
+        vec!["pinned".to_string()]
+    );
+    let refused = host
+        .manager()
+        .plugins()
+        .load("other")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(&format!("sha256:{}", "0".repeat(64)))
+            && refused.contains(&format!("sha256:{digest}"))
+            && refused.contains("update the grant's digest"),
+        "{refused}"
+    );
+    Ok(())
+}
+
 /// The rules of `deploy/rbac.yaml`'s ClusterRole `name`.
 fn deploy_rules(name: &str) -> anyhow::Result<Vec<PolicyRule>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
