@@ -1,9 +1,12 @@
 //! Rate limits: a token bucket, behind a plugin's log output and its Events, and the
 //! limit on the lines the host itself writes about each plugin's failures.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+// tokio's clock is the system's, except in tests that pause it.
+use tokio::time::Instant;
 
 /// Admits work at `rate` units per second, with bursts of up to `burst` units.
 #[derive(Debug)]
@@ -36,13 +39,9 @@ impl TokenBucket {
     /// that is within `max_wait`: returns how long the caller must wait before it acts
     /// (zero when a unit was there), or `None` (nothing taken) when it would have to
     /// wait longer. Units taken ahead are owed: callers after it wait their turn.
-    pub fn reserve(&self, max_wait: std::time::Duration) -> Option<std::time::Duration> {
-        let mut state = self.state.lock().expect("token bucket poisoned");
-        let now = Instant::now();
-        let earned = now.duration_since(state.refilled).as_secs_f64() * self.rate;
-        state.tokens = (state.tokens + earned).min(self.burst);
-        state.refilled = now;
-        let wait = std::time::Duration::from_secs_f64(((1.0 - state.tokens) / self.rate).max(0.0));
+    pub fn reserve(&self, max_wait: Duration) -> Option<Duration> {
+        let mut state = self.refilled();
+        let wait = Duration::from_secs_f64(((1.0 - state.tokens) / self.rate).max(0.0));
         if wait > max_wait {
             return None;
         }
@@ -52,17 +51,23 @@ impl TokenBucket {
 
     /// Takes `cost` units if that many are available.
     pub fn admit(&self, cost: u64) -> bool {
-        let mut state = self.state.lock().expect("token bucket poisoned");
-        let now = Instant::now();
-        let earned = now.duration_since(state.refilled).as_secs_f64() * self.rate;
-        state.tokens = (state.tokens + earned).min(self.burst);
-        state.refilled = now;
+        let mut state = self.refilled();
         if state.tokens >= cost as f64 {
             state.tokens -= cost as f64;
             true
         } else {
             false
         }
+    }
+
+    /// The state, with what was earned since it was last refilled added.
+    fn refilled(&self) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().expect("token bucket poisoned");
+        let now = Instant::now();
+        let earned = now.duration_since(state.refilled).as_secs_f64() * self.rate;
+        state.tokens = (state.tokens + earned).min(self.burst);
+        state.refilled = now;
+        state
     }
 }
 
@@ -131,19 +136,28 @@ mod tests {
         assert!(!bucket.admit(1));
     }
 
-    #[test]
-    fn a_reservation_waits_its_turn_within_its_limit_or_takes_nothing() {
-        use std::time::Duration;
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_waits_its_turn_within_its_limit_or_takes_nothing() {
         let bucket = TokenBucket::new(1, 2);
         assert_eq!(bucket.reserve(Duration::ZERO), Some(Duration::ZERO));
         assert_eq!(bucket.reserve(Duration::ZERO), Some(Duration::ZERO));
         assert_eq!(bucket.reserve(Duration::from_millis(500)), None);
-        let first = bucket.reserve(Duration::from_secs(2)).unwrap();
-        assert!(first > Duration::from_millis(900), "{first:?}");
-        // The unit owed above: the next caller waits about a second longer.
+        assert_eq!(
+            bucket.reserve(Duration::from_secs(2)),
+            Some(Duration::from_secs(1))
+        );
+        // The unit owed above: the next caller waits a second longer.
         assert_eq!(bucket.reserve(Duration::from_millis(1500)), None);
-        let second = bucket.reserve(Duration::from_secs(3)).unwrap();
-        assert!(second > Duration::from_millis(1900), "{second:?}");
+        assert_eq!(
+            bucket.reserve(Duration::from_secs(3)),
+            Some(Duration::from_secs(2))
+        );
+        // A second later one unit is earned: the debt is one unit less.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            bucket.reserve(Duration::from_secs(3)),
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[test]
