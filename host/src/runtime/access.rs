@@ -71,19 +71,12 @@ pub async fn review_store_read(
         }
     }
     Err(HostError::Forbidden(format!(
-        "ServiceAccount {}/{} may not {} {}{}{} (its RBAC, asked by SubjectAccessReview)",
+        "ServiceAccount {}/{} may not {} {}{} (its RBAC, asked by SubjectAccessReview)",
         account.namespace,
         account.name,
         request.verb.as_str(),
         display(&request.kind.resource.group, &request.kind.resource.plural),
-        request
-            .name
-            .map(|name| format!(" {name}"))
-            .unwrap_or_default(),
-        request
-            .namespace
-            .map(|namespace| format!(" in {namespace}"))
-            .unwrap_or_default(),
+        request.whereabouts(),
     )))
 }
 

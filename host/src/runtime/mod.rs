@@ -5,7 +5,7 @@
 //! The runtime drives [`Reconciler`]s and knows nothing of wasmtime.
 
 mod access;
-pub mod access_review;
+mod access_review;
 mod backlog;
 pub mod backoff;
 mod controller;
@@ -280,12 +280,16 @@ impl Runtime {
         let mut missing = access::missing_for_watch(grant, kind, description.finalizer.is_some());
         for owned in &description.owns {
             let owned = self.kinds.resolve(&owned.api_version, &owned.kind).await?;
-            missing.extend(access::missing_for_watch(grant, &owned, false));
+            // An owned kind may be the watched one: each missing rule is named once.
+            for rule in access::missing_for_watch(grant, &owned, false) {
+                if !missing.contains(&rule) {
+                    missing.push(rule);
+                }
+            }
         }
         if missing.is_empty() {
             return Ok(());
         }
-        missing.dedup();
         Err(RuntimeError::NotGranted(format!(
             "plugin {name} watches {}{}, and its grant does not allow {}: add {} to its \
              permissions",
