@@ -25,6 +25,19 @@ fn config_map(name: &str) -> ConfigMap {
     }
 }
 
+/// Waits until `events` has completed its initial list.
+async fn listed<K>(
+    events: &mut (impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Unpin),
+) -> anyhow::Result<()> {
+    loop {
+        match events.try_next().await? {
+            Some(Event::InitDone) => return Ok(()),
+            Some(_) => {}
+            None => anyhow::bail!("watch ended during the initial list"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_watcher_sees_every_created_config_map() -> anyhow::Result<()> {
     let client = admin_client().await?;
@@ -34,13 +47,7 @@ async fn a_watcher_sees_every_created_config_map() -> anyhow::Result<()> {
     let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
     // The initial list completes before anything is created, so every object below
     // must arrive as a watch event.
-    loop {
-        match events.try_next().await? {
-            Some(Event::InitDone) => break,
-            Some(_) => {}
-            None => anyhow::bail!("watch ended during the initial list"),
-        }
-    }
+    listed(&mut events).await?;
 
     let expected: BTreeSet<String> = (0..200).map(|i| format!("cm-{i:03}")).collect();
     let creator = {
@@ -178,13 +185,7 @@ async fn custom_resources_are_created_watched_status_patched_and_deleted() -> an
     .await?;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
     let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
-    loop {
-        match events.try_next().await? {
-            Some(Event::InitDone) => break,
-            Some(_) => {}
-            None => anyhow::bail!("watch ended during the initial list"),
-        }
-    }
+    listed(&mut events).await?;
     let gadget: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": format!("{group}/v1"),
         "kind": "Gadget",
